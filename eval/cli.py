@@ -1,0 +1,11 @@
+"""Placeholder entry point until its issue lands."""
+
+import sys
+
+
+def app() -> None:
+    print("eval: not implemented yet", file=sys.stderr)
+    sys.exit(1)
+
+
+main = app

@@ -1,0 +1,1 @@
+"""Metric functions; each returns a MetricResult (metric groups plus the alignment used)."""

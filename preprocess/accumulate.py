@@ -1,0 +1,135 @@
+"""Multi-sweep depth for KITTI-360 frames: every sweep is read and registered to the world
+once per unit (sliding window), then the centre sweep and its +-N posed neighbours are
+z-buffered into the centre camera, with dynamic and occluded points removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InputError
+from .kitti360 import Sequence
+from .projection import NO_LABELS, label_lut, remove_occluded, static_in_view, zbuffer_points
+
+
+@dataclass(frozen=True)
+class DepthSettings:
+    """How LiDAR becomes depth; part of the build config hash."""
+
+    accumulate: int = 4
+    min_depth: float = 1.0
+    max_depth: float = 120.0
+    occlusion_radius_native: int = 4
+    occlusion_rel_tol: float = 0.05
+    dynamic_labels: tuple[int, ...] = (24, 25, 26, 27, 28, 31, 32, 33, 43)
+
+    def occlusion_radius(self, scale: float) -> int:
+        """Neighbourhood for the occlusion test, shrunk with the image (LiDAR gaps shrink too)."""
+        return max(1, round(self.occlusion_radius_native * scale))
+
+
+@dataclass
+class Sweep:
+    """One frame's sweep in world coordinates, with the points its own semantics trust."""
+
+    frame: int
+    world_points: np.ndarray  # (N, 3) float64
+    trusted: np.ndarray  # (N,) bool: usable when accumulated into another frame
+    semantic: np.ndarray | None  # native-resolution labels of this frame
+
+
+@dataclass
+class WindowDepth:
+    frame: int
+    depth: np.ndarray  # (H, W) float32 at the target resolution
+    semantic: np.ndarray | None  # native labels of the centre frame
+    sweeps: int  # sweeps that contributed
+    missing_neighbours: list[int] = field(default_factory=list)
+
+
+class SweepWindow:
+    """Sliding cache of registered sweeps over one ordered run of centre frames."""
+
+    def __init__(self, sequence: Sequence, settings: DepthSettings) -> None:
+        self.seq = sequence
+        self.settings = settings
+        self.poses = sequence.world_from_rect
+        self._cache: dict[int, Sweep | InputError] = {}
+        self._dynamic = label_lut(settings.dynamic_labels)
+        self.sweeps_read = 0
+
+    def _load(self, frame: int) -> Sweep | InputError:
+        """Read, register and vet one sweep; a bad file is remembered as its error."""
+        try:
+            velo = self.seq.read_sweep(frame).astype(np.float64)
+            semantic = self.seq.read_semantic(frame)
+        except InputError as exc:
+            return exc
+        self.sweeps_read += 1
+        world_from_velo = self.poses[frame] @ self.seq.calib.rect_from_velo
+        world = velo @ world_from_velo[:3, :3].T + world_from_velo[:3, 3]
+        if semantic is None:
+            trusted = np.ones(len(world), dtype=bool)
+        else:
+            rect_from_world = np.linalg.inv(self.poses[frame])
+            trusted = static_in_view(world, rect_from_world, self.seq.calib.K, semantic, self._dynamic)
+        return Sweep(frame, world, trusted, semantic)
+
+    def get(self, frame: int) -> Sweep | InputError:
+        if frame not in self._cache:
+            self._cache[frame] = self._load(frame)
+        return self._cache[frame]
+
+    def evict_before(self, frame: int) -> None:
+        for old in [f for f in self._cache if f < frame]:
+            del self._cache[old]
+
+    def neighbours(self, centre: int) -> list[int]:
+        n = self.settings.accumulate
+        return [f for f in range(centre - n, centre + n + 1) if f != centre and f in self.poses]
+
+    def depth_for(self, centre: int, K: np.ndarray, size: tuple[int, int]) -> WindowDepth:
+        """Depth of `centre` at `size` (W, H) with intrinsics K; raises InputError when the
+        centre sweep itself is unusable."""
+        s = self.settings
+        centre_sweep = self.get(centre)
+        if isinstance(centre_sweep, InputError):
+            raise centre_sweep
+        width, height = size
+        depth = np.zeros((height, width), dtype=np.float32)
+        rect_from_world = np.linalg.inv(self.poses[centre])
+        labels = centre_sweep.semantic if centre_sweep.semantic is not None else NO_LABELS
+        all_points = np.ones(len(centre_sweep.world_points), dtype=bool)
+        zbuffer_points(
+            centre_sweep.world_points, all_points, rect_from_world, K, depth, s.min_depth,
+            NO_LABELS, self.seq.calib.K, self._dynamic,
+        )  # fmt: skip
+        used, missing = 1, []
+        for frame in self.neighbours(centre):
+            sweep = self.get(frame)
+            if isinstance(sweep, InputError):
+                missing.append(frame)
+                continue
+            zbuffer_points(
+                sweep.world_points, sweep.trusted, rect_from_world, K, depth, s.min_depth,
+                labels, self.seq.calib.K, self._dynamic,
+            )  # fmt: skip
+            used += 1
+        depth[depth > s.max_depth] = 0.0
+        remove_occluded(depth, s.occlusion_radius(width / self.seq.calib.width), s.occlusion_rel_tol)
+        return WindowDepth(centre, depth, centre_sweep.semantic, used, missing)
+
+    def run(
+        self, centres: list[int], K: np.ndarray, size: tuple[int, int]
+    ) -> Iterator[tuple[int, WindowDepth | InputError]]:
+        """(centre, depth) for each centre in order, reading each sweep once; input errors are
+        yielded in place of the depth, not raised, so the caller can skip and count them."""
+        for centre in sorted(centres):
+            self.evict_before(centre - self.settings.accumulate)
+            try:
+                yield centre, self.depth_for(centre, K, size)
+            except InputError as exc:
+                yield centre, exc

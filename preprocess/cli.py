@@ -1,0 +1,134 @@
+"""`kitti360-prep`: synthetic scene, KITTI-360 build, and dataset statistics."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from .errors import InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+    )
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option(help="Folder to create (KITTI-360/ and ground_truth/ inside)")],
+    frames: Annotated[int, typer.Option(help="Frames per sequence")] = 40,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    sequences: Annotated[int, typer.Option(help="Number of sequences")] = 2,
+) -> None:
+    """Write the synthetic KITTI-360 scene with exact ground-truth depth."""
+    from .synth import generate_synthetic_kitti360
+
+    _setup_logging(False)
+    data = generate_synthetic_kitti360(out, frames=frames, seed=seed, sequences=sequences)
+    console.print(f"synthetic KITTI-360 root: [bold]{data.root}[/]  ground truth: {data.gt_root}")
+
+
+@app.command()
+def build(
+    root: Annotated[Path, typer.Option(help="KITTI-360 root (holds calibration/, data_2d_raw/, ...)")],
+    out: Annotated[Path, typer.Option(help="Output root for shards/, index/, manifest.json")],
+    seqs: Annotated[str, typer.Option(help="'all', short ids '0000,0002' or full names")] = "all",
+    split: Annotated[str, typer.Option(help="train | val | all")] = "all",
+    accumulate: Annotated[int, typer.Option(help="Accumulate +-N neighbouring sweeps")] = 4,
+    width: Annotated[str, typer.Option(help="Stored width (multiple of 14) or 'native'")] = "518",
+    building_labels: Annotated[str, typer.Option(help="Label ids counted as building")] = "11",
+    chunk_frames: Annotated[int, typer.Option(help="Frames per unit (resume granularity)")] = 128,
+    workers: Annotated[int, typer.Option(help="Parallel worker processes")] = 1,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild finished units")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Project KITTI-360 LiDAR (+-N sweeps) into depth, masks and points; write shards."""
+    from .accumulate import DepthSettings
+    from .build import BuildConfig
+    from .build import build as run_build
+
+    _setup_logging(verbose)
+    try:
+        labels = tuple(int(v) for v in building_labels.split(","))
+        config = BuildConfig(
+            depth=DepthSettings(accumulate=accumulate),
+            width=None if width == "native" else int(width),
+            building_labels=labels,
+            chunk_frames=chunk_frames,
+        )
+        summary = run_build(root, out, seqs, split, config, workers=workers, force=force)
+    except (InputError, ValueError) as exc:
+        _fail(exc)
+    written = sum(s.get("frames_written", 0) for s in summary["sequences"].values())
+    skipped = sum(len(s.get("skipped", {})) for s in summary["sequences"].values())
+    console.print(f"wrote {written} frames ({skipped} skipped, reasons in {summary['manifest']}) to {out}")
+
+
+@app.command()
+def stats(
+    out: Annotated[Path, typer.Argument(help="Output root of a build")],
+    plots: Annotated[Path | None, typer.Option(help="Write PNG plots to this folder")] = None,
+    min_valid_points: Annotated[int, typer.Option(help="Threshold for 'too sparse' frames")] = 2000,
+) -> None:
+    """Coverage, valid points, building ratio and strata per split/sequence."""
+    from shards import ShardStore
+
+    from .stats import building_ratio_histogram, sparse_sequences, summarize
+
+    try:
+        store = ShardStore(out)
+    except FileNotFoundError as exc:
+        _fail(exc)
+    index = store.index
+    if index.empty:
+        _fail(ValueError(f"{out} holds no finished frames (no index rows)"))
+    summary = summarize(index, min_valid_points)
+    table = Table(title=f"{len(index)} frames in {out}")
+    for column in summary.columns:
+        table.add_column(column, justify="left" if summary[column].dtype == object else "right")
+    for _, row in summary.iterrows():
+        table.add_row(*[_fmt(v) for v in row])
+    console.print(table)
+    hist = building_ratio_histogram(index)
+    if not hist.empty:
+        console.print("building-ratio histogram (frames per bin):")
+        console.print(hist.to_string())
+    sparse = sparse_sequences(index, min_valid_points)
+    for _, row in sparse.iterrows():
+        console.print(
+            f"[bold yellow]warning:[/] {row['dataset']}/{row['sequence']}: {row['share_below']:.0%} of "
+            f"{row['frames']} frames have < {min_valid_points} valid depth pixels "
+            f"(median {row['median_points']:.0f}); too sparse to supervise depth"
+        )
+    if plots is not None:
+        from .plots import write_all
+
+        for path in write_all(store, plots):
+            console.print(f"plot: {path}")
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return "-" if value != value else f"{value:.3g}"
+    return str(value)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,75 @@
+"""Turn one frame's image, depth and labels into the stored arrays and index statistics.
+
+Shared by every dataset reader so KITTI-360 and COLMAP frames obey one contract.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from shards import UNLABELLED, stratum_of
+
+from .projection import depth_to_world, label_lut
+
+
+def resize_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Area-resample an RGB image to (W, H); a no-op at native size."""
+    if (rgb.shape[1], rgb.shape[0]) == size:
+        return rgb
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-label resampling consistent with x' = (x + 0.5) * s - 0.5."""
+    height, width = labels.shape
+    if (width, height) == size:
+        return labels
+    cols = np.clip(np.rint((np.arange(size[0]) + 0.5) * width / size[0] - 0.5), 0, width - 1).astype(int)
+    rows = np.clip(np.rint((np.arange(size[1]) + 0.5) * height / size[1] - 0.5), 0, height - 1).astype(int)
+    return labels[rows[:, None], cols[None, :]]
+
+
+def frame_record(
+    image: np.ndarray,
+    depth: np.ndarray,
+    semantic: np.ndarray | None,
+    K: np.ndarray,
+    cam_from_world: np.ndarray,
+    building_labels: tuple[int, ...],
+    building_mask: np.ndarray | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """Arrays for the shard and the statistics columns of the index row.
+
+    `building_mask` overrides the label-derived mask (COLMAP scenes with mask folders);
+    `building_ratio` is null when neither semantics nor a mask say what is building.
+    """
+    height, width = depth.shape
+    has_semantics = semantic is not None
+    labels = semantic if has_semantics else np.full((height, width), UNLABELLED, dtype=np.uint8)
+    if building_mask is None:
+        building_mask = label_lut(building_labels)[labels] if has_semantics else np.zeros_like(depth, bool)
+        known = has_semantics
+    else:
+        known = True
+    valid = depth > 0
+    world_from_cam = np.linalg.inv(cam_from_world)
+    arrays = {
+        "image": image,
+        "depth": depth.astype(np.float32),
+        "semantic": labels.astype(np.uint8),
+        "building_mask": building_mask.astype(bool),
+        "world_points": depth_to_world(depth, K, world_from_cam),
+        "intrinsics": np.asarray(K, dtype=np.float64),
+        "cam_from_world": np.asarray(cam_from_world, dtype=np.float64),
+    }
+    ratio = float(building_mask.mean()) if known else None
+    stats = {
+        "has_semantics": has_semantics,
+        "building_ratio": ratio,
+        "depth_coverage": float(valid.mean()),
+        "valid_points": int(valid.sum()),
+        "building_valid_points": int((valid & building_mask).sum()),
+        "stratum": stratum_of(ratio),
+    }
+    return arrays, stats

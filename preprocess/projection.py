@@ -1,0 +1,183 @@
+"""Numba kernels shared by every prep path: point projection into a z-buffer, per-point
+label lookup, and removal of points hidden behind nearer surfaces.
+
+Pixel (i, j) is centred at (x=j, y=i); a point lands in the pixel nearest to it and the
+nearest point wins (never an average of depths).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+NO_LABELS = np.zeros((0, 0), dtype=np.uint8)
+
+
+def target_size(width: int | None, native_width: int, native_height: int) -> tuple[int, int]:
+    """(width, height) of the stored images: `None` keeps native size, otherwise the height
+    keeps the aspect ratio rounded to a multiple of 14 (VGGT's patch size)."""
+    if width is None:
+        return native_width, native_height
+    if width % 14:
+        raise ValueError(f"width {width} must be a multiple of 14 (VGGT patch size)")
+    height = max(14, round(native_height * width / native_width / 14) * 14)
+    return width, height
+
+
+def resized_intrinsics(K: np.ndarray, native_wh: tuple[int, int], target_wh: tuple[int, int]) -> np.ndarray:
+    """Intrinsics for a resized image under x' = (x + 0.5) * s - 0.5 (pixel centres kept)."""
+    sx = target_wh[0] / native_wh[0]
+    sy = target_wh[1] / native_wh[1]
+    out = np.asarray(K, dtype=np.float64).copy()
+    out[0, 0] *= sx
+    out[0, 1] *= sx
+    out[1, 1] *= sy
+    out[0, 2] = (out[0, 2] + 0.5) * sx - 0.5
+    out[1, 2] = (out[1, 2] + 0.5) * sy - 0.5
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _to_pixel(p: np.ndarray, T: np.ndarray, K: np.ndarray) -> tuple[float, float, float]:
+    x = T[0, 0] * p[0] + T[0, 1] * p[1] + T[0, 2] * p[2] + T[0, 3]
+    y = T[1, 0] * p[0] + T[1, 1] * p[1] + T[1, 2] * p[2] + T[1, 3]
+    z = T[2, 0] * p[0] + T[2, 1] * p[1] + T[2, 2] * p[2] + T[2, 3]
+    if z <= 0.0:
+        return -1.0, -1.0, z
+    u = K[0, 0] * x / z + K[0, 1] * y / z + K[0, 2]
+    v = K[1, 1] * y / z + K[1, 2]
+    return u, v, z
+
+
+@nb.njit(cache=True, nogil=True)
+def zbuffer_points(
+    points: np.ndarray,
+    keep: np.ndarray,
+    cam_from_points: np.ndarray,
+    K: np.ndarray,
+    depth: np.ndarray,
+    min_depth: float,
+    labels: np.ndarray,
+    K_labels: np.ndarray,
+    reject_label: np.ndarray,
+) -> int:
+    """Project `points` (N,3) with keep[n] into `depth` (z-buffer, 0 = empty), in place.
+
+    When `labels` is non-empty, a point whose pixel in that label image (intrinsics
+    K_labels) carries a label with reject_label[label] is dropped. Returns points written.
+    """
+    height, width = depth.shape
+    lh, lw = labels.shape
+    written = 0
+    for n in range(points.shape[0]):
+        if not keep[n]:
+            continue
+        u, v, z = _to_pixel(points[n], cam_from_points, K)
+        if z <= min_depth:
+            continue
+        j = int(np.floor(u + 0.5))
+        i = int(np.floor(v + 0.5))
+        if i < 0 or i >= height or j < 0 or j >= width:
+            continue
+        if lh > 0:
+            ul, vl, _ = _to_pixel(points[n], cam_from_points, K_labels)
+            jl = int(np.floor(ul + 0.5))
+            il = int(np.floor(vl + 0.5))
+            if 0 <= il < lh and 0 <= jl < lw and reject_label[labels[il, jl]]:
+                continue
+        if depth[i, j] == 0.0 or z < depth[i, j]:
+            depth[i, j] = z
+        written += 1
+    return written
+
+
+@nb.njit(cache=True, nogil=True)
+def static_in_view(
+    points: np.ndarray,
+    cam_from_points: np.ndarray,
+    K: np.ndarray,
+    labels: np.ndarray,
+    reject_label: np.ndarray,
+) -> np.ndarray:
+    """True for points that fall inside the label image and whose label is not rejected.
+
+    Used to vet a neighbouring sweep with its own frame's semantics: a point that frame
+    cannot label might belong to a moving object, so it is not trusted for accumulation.
+    """
+    lh, lw = labels.shape
+    out = np.zeros(points.shape[0], dtype=np.bool_)
+    for n in range(points.shape[0]):
+        u, v, z = _to_pixel(points[n], cam_from_points, K)
+        if z <= 0.0:
+            continue
+        j = int(np.floor(u + 0.5))
+        i = int(np.floor(v + 0.5))
+        if 0 <= i < lh and 0 <= j < lw:
+            out[n] = not reject_label[labels[i, j]]
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def remove_occluded(depth: np.ndarray, radius: int, rel_tol: float) -> int:
+    """Zero pixels that show a surface seen *through* a nearer one, in place.
+
+    A pixel is occluded when, within `radius`, nearer pixels (by more than `rel_tol`)
+    lie on both opposite sides of it: left and right, above and below, or across either
+    diagonal. Background points leaking through gaps of a sparse foreground are enclosed
+    like that; a slanted surface (road, oblique facade) has nearer points on one side
+    only and survives. Returns the number of pixels removed.
+    """
+    height, width = depth.shape
+    source = depth.copy()
+    removed = 0
+    for i in range(height):
+        for j in range(width):
+            z = source[i, j]
+            if z == 0.0:
+                continue
+            limit = z / (1.0 + rel_tol)
+            left = right = up = down = False
+            ul = dr = ur = dl = False
+            for di in range(-radius, radius + 1):
+                ii = i + di
+                if ii < 0 or ii >= height:
+                    continue
+                for dj in range(-radius, radius + 1):
+                    jj = j + dj
+                    if jj < 0 or jj >= width or (di == 0 and dj == 0):
+                        continue
+                    q = source[ii, jj]
+                    if q == 0.0 or q >= limit:
+                        continue
+                    left |= dj < 0
+                    right |= dj > 0
+                    up |= di < 0
+                    down |= di > 0
+                    ul |= di < 0 and dj < 0
+                    dr |= di > 0 and dj > 0
+                    ur |= di < 0 and dj > 0
+                    dl |= di > 0 and dj < 0
+            if (left and right) or (up and down) or (ul and dr) or (ur and dl):
+                depth[i, j] = 0.0
+                removed += 1
+    return removed
+
+
+def depth_to_world(depth: np.ndarray, K: np.ndarray, world_from_cam: np.ndarray) -> np.ndarray:
+    """(H,W,3) float32 world points of pixel centres at their depth; zeros where depth == 0."""
+    height, width = depth.shape
+    jj, ii = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    z = depth.astype(np.float64)
+    y = (ii - K[1, 2]) / K[1, 1] * z
+    x = (jj - K[0, 2] - K[0, 1] * y / np.where(z > 0, z, 1.0)) / K[0, 0] * z
+    cam = np.stack([x, y, z], axis=-1)
+    world = cam @ world_from_cam[:3, :3].T + world_from_cam[:3, 3]
+    world[depth <= 0] = 0.0
+    return world.astype(np.float32)
+
+
+def label_lut(labels: tuple[int, ...] | list[int]) -> np.ndarray:
+    """Boolean lookup table over uint8 label ids."""
+    lut = np.zeros(256, dtype=np.bool_)
+    lut[list(labels)] = True
+    return lut

@@ -1,0 +1,113 @@
+"""Benchmark `kitti360-prep build` (--accumulate 4, width 518) on the synthetic scene.
+
+Measured in one run, on the same data:
+  * build end to end (decode, project, write) with 1 and 2 workers;
+  * a plain-NumPy per-frame reference that re-reads and re-projects all 2N+1 sweeps for
+    every frame and writes the same outputs;
+  * the I/O floor: reading and decoding every input once.
+Usage: python scripts/bench_build.py [--frames 60] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from preprocess.build import DATASET, BuildConfig, build
+from preprocess.frames import frame_record, resize_image, resize_labels
+from preprocess.kitti360 import Sequence, list_sequences, read_calibration
+from preprocess.projection import resized_intrinsics, target_size
+from preprocess.reference import reference_depth
+from preprocess.synth import generate_synthetic_kitti360
+from shards import UnitWriter
+
+
+def io_floor(root: Path) -> tuple[float, int]:
+    """Seconds to read+decode every image, semantic map and sweep once; frames seen."""
+    start, frames = time.perf_counter(), 0
+    for name in list_sequences(root):
+        seq = Sequence(root, name, read_calibration(root))
+        for frame in seq.frames:
+            cv2.imread(str(seq.image_path(frame)), cv2.IMREAD_COLOR)
+            if seq.semantic_path(frame).is_file():
+                cv2.imread(str(seq.semantic_path(frame)), cv2.IMREAD_UNCHANGED)
+            np.fromfile(seq.sweep_path(frame), dtype=np.float32)
+            frames += 1
+    return time.perf_counter() - start, frames
+
+
+def numpy_reference(root: Path, out: Path, config: BuildConfig) -> tuple[float, int]:
+    """The naive pipeline: every frame recomputed from raw files, same outputs written."""
+    start, written = time.perf_counter(), 0
+    calib = read_calibration(root)
+    size = target_size(config.width, calib.width, calib.height)
+    K = resized_intrinsics(calib.K, (calib.width, calib.height), size)
+    for name in list_sequences(root):
+        seq = Sequence(root, name, calib)
+        centres = sorted(set(seq.frames) & set(seq.world_from_rect))
+        writer = UnitWriter(out, DATASET, name, "reference", size[1], size[0], len(centres))
+        for centre in centres:
+            depth = reference_depth(seq, centre, K, size, config.depth)
+            semantic = seq.read_semantic(centre)
+            semantic = None if semantic is None else resize_labels(semantic, size)
+            arrays, stats = frame_record(
+                resize_image(seq.read_image(centre), size), depth, semantic, K,
+                np.linalg.inv(seq.world_from_rect[centre]), config.building_labels,
+            )  # fmt: skip
+            row = {"dataset": DATASET, "sequence": name, "frame": centre, "split": "train"}
+            writer.add(arrays, {**row, **stats, "sweeps": 9, "depth_source": "lidar"})
+            written += 1
+        writer.commit("reference")
+    return time.perf_counter() - start, written
+
+
+def timed_build(root: Path, out: Path, config: BuildConfig, workers: int) -> tuple[float, int]:
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    summary = build(root, out, config=config, workers=workers, progress=False)
+    frames = sum(s.get("frames_written", 0) for s in summary["sequences"].values())
+    return time.perf_counter() - start, frames
+
+
+def main() -> None:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser.add_argument("--frames", type=int, default=60, help="frames per synthetic sequence (2 sequences)")
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_build_"))
+    data = generate_synthetic_kitti360(work / "synthetic", frames=args.frames, seed=0, sequences=2)
+    config = BuildConfig()  # --accumulate 4, width 518
+    timed_build(data.root, work / "warmup", config, workers=1)  # JIT cache + page cache warm
+
+    floor_s, floor_frames = io_floor(data.root)
+    one_s, frames = timed_build(data.root, work / "w1", config, workers=1)
+    two_s, frames2 = timed_build(data.root, work / "w2", config, workers=2)
+    ref_s, ref_frames = numpy_reference(data.root, work / "ref", config)
+
+    rows = [
+        ("build, 1 worker", frames, one_s),
+        ("build, 2 workers", frames2, two_s),
+        ("NumPy per-frame reference", ref_frames, ref_s),
+        ("I/O floor (read+decode once)", floor_frames, floor_s),
+    ]
+    print(f"\nsynthetic KITTI-360, 2 sequences x {args.frames} frames, --accumulate 4, width 518")
+    print(f"{'pipeline':32s} {'frames':>7s} {'seconds':>8s} {'frames/s':>9s}")
+    for label, n, seconds in rows:
+        print(f"{label:32s} {n:7d} {seconds:8.2f} {n / seconds:9.1f}")
+    fps1, fps2, ref, floor = (n / s for _, n, s in rows)
+    print(f"\nspeed-up vs NumPy reference (1 worker): {fps1 / ref:.1f}x")
+    print(f"1 worker time / I/O-floor time (per frame): {floor / fps1:.2f}x")
+    print(f"scaling 1 -> 2 workers: {fps2 / fps1:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

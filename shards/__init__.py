@@ -1,0 +1,21 @@
+"""The on-disk contract shared by all stages (DESIGN.md): Zarr shards + Parquet index."""
+
+from .index import INDEX_COLUMNS, INDEX_SCHEMA, STRATA, read_index, stratum_of
+from .layout import ARRAY_NAMES, ARRAY_SPECS, UNLABELLED
+from .store import ShardStore
+from .writer import UnitWriter, discard_debris, remove_unit
+
+__all__ = [
+    "ARRAY_NAMES",
+    "ARRAY_SPECS",
+    "INDEX_COLUMNS",
+    "INDEX_SCHEMA",
+    "STRATA",
+    "UNLABELLED",
+    "ShardStore",
+    "UnitWriter",
+    "discard_debris",
+    "read_index",
+    "remove_unit",
+    "stratum_of",
+]

@@ -1,0 +1,63 @@
+"""Where things live under an output root, and what each per-frame array looks like.
+
+This module is the single source of truth for the on-disk contract in DESIGN.md; the
+writer, the reader and every stage that lists outputs go through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SHARDS_DIR = "shards"
+INDEX_DIR = "index"
+MANIFEST_NAME = "manifest.json"
+TMP_MARK = ".tmp-"
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """dtype and per-frame shape (as a function of image height/width) of one stored array."""
+
+    name: str
+    dtype: np.dtype
+    trailing: tuple[str | int, ...]
+
+    def frame_shape(self, height: int, width: int) -> tuple[int, ...]:
+        sizes = {"H": height, "W": width}
+        return tuple(sizes.get(d, d) for d in self.trailing)  # type: ignore[arg-type]
+
+
+ARRAY_SPECS: tuple[ArraySpec, ...] = (
+    ArraySpec("image", np.dtype(np.uint8), ("H", "W", 3)),
+    ArraySpec("depth", np.dtype(np.float32), ("H", "W")),
+    ArraySpec("semantic", np.dtype(np.uint8), ("H", "W")),
+    ArraySpec("building_mask", np.dtype(bool), ("H", "W")),
+    ArraySpec("world_points", np.dtype(np.float32), ("H", "W", 3)),
+    ArraySpec("intrinsics", np.dtype(np.float64), (3, 3)),
+    ArraySpec("cam_from_world", np.dtype(np.float64), (4, 4)),
+)
+ARRAY_NAMES: tuple[str, ...] = tuple(s.name for s in ARRAY_SPECS)
+
+# Label value written where a frame has no semantic annotation.
+UNLABELLED = 255
+
+
+def unit_name(dataset: str, sequence: str, unit: str) -> str:
+    """File-system-safe identifier of one written unit (used for the index file name)."""
+    return f"{dataset}__{sequence}__{unit}"
+
+
+def shard_relpath(dataset: str, sequence: str, unit: str) -> str:
+    """Path of a unit's Zarr group relative to the output root (stored in the index)."""
+    return f"{SHARDS_DIR}/{dataset}/{sequence}/{unit}.zarr"
+
+
+def index_path(out: Path, dataset: str, sequence: str, unit: str) -> Path:
+    return out / INDEX_DIR / f"{unit_name(dataset, sequence, unit)}.parquet"
+
+
+def manifest_path(out: Path) -> Path:
+    return out / MANIFEST_NAME

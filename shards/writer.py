@@ -1,0 +1,144 @@
+"""Atomic writer of one unit: a Zarr v3 group (one frame per chunk, several frames per
+shard file) plus its Parquet index rows.
+
+Data goes to a temporary group first; only a complete group is renamed into place, and
+the index file (the completion marker) is written after that. A killed run therefore
+leaves either a finished unit or debris that `discard_debris` removes, never a partial
+unit that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from .index import write_index_file
+from .layout import ARRAY_SPECS, TMP_MARK, index_path, shard_relpath
+
+DEFAULT_FRAMES_PER_SHARD = 16
+
+
+def _compressor() -> BloscCodec:
+    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+
+
+class UnitWriter:
+    """Collects frames of one unit (same image size) and writes them shard by shard."""
+
+    def __init__(
+        self,
+        out: Path,
+        dataset: str,
+        sequence: str,
+        unit: str,
+        height: int,
+        width: int,
+        capacity: int,
+        frames_per_shard: int = DEFAULT_FRAMES_PER_SHARD,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"unit {dataset}/{sequence}/{unit}: capacity must be >= 1")
+        self.out = Path(out)
+        self.dataset, self.sequence, self.unit = dataset, sequence, unit
+        self.height, self.width = height, width
+        self.frames_per_shard = max(1, min(frames_per_shard, capacity))
+        self.relpath = shard_relpath(dataset, sequence, unit)
+        self.final_dir = self.out / self.relpath
+        self.tmp_dir = self.final_dir.with_name(f"{self.final_dir.name}{TMP_MARK}{os.getpid()}")
+        if self.tmp_dir.exists():
+            shutil.rmtree(self.tmp_dir)
+        self.tmp_dir.parent.mkdir(parents=True, exist_ok=True)
+        group = zarr.open_group(self.tmp_dir, mode="w", zarr_format=3)
+        self._arrays = {
+            spec.name: group.create_array(
+                spec.name,
+                shape=(capacity, *spec.frame_shape(height, width)),
+                chunks=(1, *spec.frame_shape(height, width)),
+                shards=(self.frames_per_shard, *spec.frame_shape(height, width)),
+                dtype=spec.dtype,
+                compressors=_compressor(),
+                fill_value=0,
+            )
+            for spec in ARRAY_SPECS
+        }
+        self._buffer: list[Mapping[str, np.ndarray]] = []
+        self._rows: list[dict[str, object]] = []
+        self._written = 0
+
+    def add(self, arrays: Mapping[str, np.ndarray], row: Mapping[str, object]) -> None:
+        """Queue one frame; `row` holds its index columns except shard/row/height/width."""
+        for spec in ARRAY_SPECS:
+            shape = spec.frame_shape(self.height, self.width)
+            value = arrays[spec.name]
+            if value.shape != shape:
+                raise ValueError(
+                    f"{self.relpath}: frame {row.get('frame')} array {spec.name!r} has shape "
+                    f"{value.shape}, expected {shape}"
+                )
+        index = len(self._rows)
+        self._rows.append(
+            {**row, "shard": self.relpath, "row": index, "height": self.height, "width": self.width}
+        )
+        self._buffer.append(arrays)
+        if len(self._buffer) == self.frames_per_shard:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        start, stop = self._written, self._written + len(self._buffer)
+        for spec in ARRAY_SPECS:
+            block = np.stack([np.asarray(a[spec.name], dtype=spec.dtype) for a in self._buffer])
+            self._arrays[spec.name][start:stop] = block
+        self._written = stop
+        self._buffer = []
+
+    @property
+    def frames(self) -> int:
+        return len(self._rows)
+
+    def commit(self, config_hash: str, skipped: Mapping[int, str] | None = None) -> list[dict[str, object]]:
+        """Finish the unit: trim arrays, move the group into place, then write the index
+        (with the frames skipped and why). A unit whose frames were all skipped keeps no data
+        but still gets its index file, so a re-run knows it is done."""
+        index_file = index_path(self.out, self.dataset, self.sequence, self.unit)
+        if not self._rows:
+            self.abort()
+            write_index_file(index_file, [], config_hash, skipped)
+            return []
+        self._flush()
+        for array in self._arrays.values():
+            if array.shape[0] != self._written:
+                array.resize((self._written, *array.shape[1:]))
+        if self.final_dir.exists():
+            shutil.rmtree(self.final_dir)
+        os.replace(self.tmp_dir, self.final_dir)
+        write_index_file(index_file, self._rows, config_hash, skipped)
+        return self._rows
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+
+def discard_debris(out: Path) -> int:
+    """Remove temporary groups/files left by killed runs; returns how many were removed."""
+    removed = 0
+    for path in list(Path(out).rglob(f"*{TMP_MARK}*")):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def remove_unit(out: Path, dataset: str, sequence: str, unit: str) -> None:
+    """Delete a unit's index (first, so it stops counting as finished) and its data."""
+    index_path(Path(out), dataset, sequence, unit).unlink(missing_ok=True)
+    shutil.rmtree(Path(out) / shard_relpath(dataset, sequence, unit), ignore_errors=True)

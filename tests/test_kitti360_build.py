@@ -1,0 +1,189 @@
+"""`build` end to end: contract, splits, skips with reasons, bad inputs, resume after kill."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from preprocess.accumulate import DepthSettings
+from preprocess.build import BuildConfig, build
+from preprocess.errors import InputError
+from shards import ARRAY_NAMES, ShardStore
+from shards.layout import INDEX_DIR
+
+from .conftest import clone_tree, replace_file
+
+FAST = BuildConfig(depth=DepthSettings(accumulate=2), chunk_frames=16)
+
+
+@pytest.fixture(scope="module")
+def built(synthetic, tmp_path_factory):
+    out = tmp_path_factory.mktemp("built")
+    summary = build(synthetic.root, out, config=FAST, workers=1, progress=False)
+    return out, summary
+
+
+def test_contract_and_geometry(built):
+    out, _ = built
+    store = ShardStore(out)
+    index = store.index
+    assert set(index["dataset"]) == {"kitti360"}
+    assert (index["height"] == 140).all() and (index["width"] == 518).all()
+    assert index.duplicated(["sequence", "frame"]).sum() == 0
+    row = index.iloc[len(index) // 2]
+    frame = store.read(row["sequence"], int(row["frame"]))
+    assert set(ARRAY_NAMES) | {"valid_mask"} == set(frame)
+    assert frame["image"].shape == (140, 518, 3) and frame["image"].dtype == np.uint8
+    # world points reproject to their own pixel centres at their stored depth
+    valid = frame["valid_mask"]
+    pts = frame["world_points"][valid].astype(np.float64)
+    cam = pts @ frame["cam_from_world"][:3, :3].T + frame["cam_from_world"][:3, 3]
+    uv = cam @ frame["intrinsics"].T
+    rows, cols = np.nonzero(valid)
+    np.testing.assert_allclose(uv[:, 0] / uv[:, 2], cols, atol=2e-3)
+    np.testing.assert_allclose(uv[:, 1] / uv[:, 2], rows, atol=2e-3)
+    np.testing.assert_allclose(cam[:, 2], frame["depth"][valid], rtol=1e-5)
+    assert row["valid_points"] == valid.sum()
+    if row["has_semantics"]:
+        np.testing.assert_array_equal(frame["building_mask"], frame["semantic"] == 11)
+        assert row["building_ratio"] == pytest.approx(frame["building_mask"].mean())
+
+
+def test_splits_and_skips_are_recorded(built, synthetic):
+    out, summary = built
+    index = ShardStore(out).index
+    names = sorted(index["sequence"].unique())
+    assert set(index.loc[index["sequence"] == names[0], "split"]) == {"train"}
+    assert set(index.loc[index["sequence"] == names[1], "split"]) == {"val"}
+    assert (~index["has_semantics"]).any() and index.loc[
+        ~index["has_semantics"], "building_ratio"
+    ].isna().all()
+    assert set(index.loc[~index["has_semantics"], "stratum"]) == {"unlabelled"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name in names:
+        entry = manifest["sequences"][f"kitti360/{name}"]
+        reasons = set(entry["skipped"].values())
+        assert "no pose in poses.txt" in reasons  # the synthetic scene leaves pose gaps
+        assert entry["frames_written"] == (index["sequence"] == name).sum()
+    assert manifest["configs"]["kitti360"]["depth"]["accumulate"] == 2
+
+
+def test_rerun_skips_finished_units(built, synthetic):
+    out, _ = built
+    stamps = {p: p.stat().st_mtime_ns for p in (out / INDEX_DIR).glob("*.parquet")}
+    build(synthetic.root, out, config=FAST, workers=1, progress=False)
+    assert stamps == {p: p.stat().st_mtime_ns for p in (out / INDEX_DIR).glob("*.parquet")}
+
+
+def _snapshot(out) -> tuple[pd.DataFrame, dict]:
+    store = ShardStore(out)
+    arrays = {
+        (s, int(f)): store.read(s, int(f))
+        for s, f in zip(store.index["sequence"], store.index["frame"], strict=True)
+    }
+    return store.index, arrays
+
+
+def test_resume_after_kill_matches_clean_build(built, synthetic, tmp_path):
+    clean_out, _ = built
+    out = tmp_path / "killed"
+    script = (
+        "import sys; from preprocess.build import build; from tests.test_kitti360_build import FAST;"
+        "build(sys.argv[1], sys.argv[2], config=FAST, progress=False)"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", script, str(synthetic.root), str(out)], cwd=repo)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / INDEX_DIR).glob("*.parquet")):
+        time.sleep(0.05)
+    time.sleep(0.3)  # let it get into the middle of the next unit
+    proc.kill()
+    proc.wait()
+    finished = len(list((out / INDEX_DIR).glob("*.parquet")))
+    total = len(list((clean_out / INDEX_DIR).glob("*.parquet")))
+    assert 0 < finished < total, "the kill should land between units"
+    build(synthetic.root, out, config=FAST, workers=2, progress=False)
+    index_a, arrays_a = _snapshot(clean_out)
+    index_b, arrays_b = _snapshot(out)
+    pd.testing.assert_frame_equal(index_a, index_b)
+    for key, frame in arrays_a.items():
+        for name, value in frame.items():
+            np.testing.assert_array_equal(value, arrays_b[key][name], err_msg=f"{key} {name}")
+
+
+def test_changed_config_rebuilds_and_force(built, synthetic, tmp_path):
+    out = tmp_path / "out"
+    build(synthetic.root, out, seqs="0000", config=FAST, progress=False)
+    first = ShardStore(out).index
+    changed = BuildConfig(depth=DepthSettings(accumulate=0), chunk_frames=16)
+    build(synthetic.root, out, seqs="0000", config=changed, progress=False)
+    second = ShardStore(out).index
+    assert len(first) == len(second) and (second["sweeps"] == 1).all()
+    assert (second["valid_points"] < first["valid_points"]).all()
+
+
+# ---- bad inputs -----------------------------------------------------------------------
+
+
+def test_missing_calibration_key_names_file_and_key(synthetic, tmp_path):
+    root = clone_tree(synthetic.root, tmp_path / "root")
+    persp = root / "calibration" / "perspective.txt"
+    text = "\n".join(l for l in persp.read_text().splitlines() if not l.startswith("P_rect_00"))
+    replace_file(persp, text.encode())
+    with pytest.raises(InputError, match=r"perspective\.txt.*P_rect_00"):
+        build(root, tmp_path / "out", progress=False)
+
+
+def test_nan_in_calibration_is_named(synthetic, tmp_path):
+    root = clone_tree(synthetic.root, tmp_path / "root")
+    velo = root / "calibration" / "calib_cam_to_velo.txt"
+    values = velo.read_text().split()
+    values[3] = "nan"
+    replace_file(velo, " ".join(values).encode())
+    with pytest.raises(InputError, match=r"calib_cam_to_velo\.txt.*NaN"):
+        build(root, tmp_path / "out", progress=False)
+
+
+def test_corrupt_frame_files_are_skipped_and_counted(synthetic, tmp_path):
+    root = clone_tree(synthetic.root, tmp_path / "root")
+    name = "2013_05_28_drive_0000_sync"
+    out = tmp_path / "out"
+    clean = build(synthetic.root, tmp_path / "clean", seqs="0000", config=FAST, progress=False)
+    posed = sorted(int(f) for f in ShardStore(tmp_path / "clean").index["frame"])
+    bad_png, bad_bin = posed[5], posed[10]
+    replace_file(root / "data_2d_raw" / name / "image_00" / "data_rect" / f"{bad_png:010d}.png", b"not a png")
+    sweep = root / "data_3d_raw" / name / "velodyne_points" / "data" / f"{bad_bin:010d}.bin"
+    replace_file(sweep, sweep.resolve().read_bytes()[:-6])
+    summary = build(root, out, seqs="0000", config=FAST, progress=False)
+    skipped = summary["sequences"][f"kitti360/{name}"]["skipped"]
+    assert "corrupt PNG" in skipped[str(bad_png)]
+    assert "truncated sweep" in skipped[str(bad_bin)]
+    written = summary["sequences"][f"kitti360/{name}"]["frames_written"]
+    assert written == clean["sequences"][f"kitti360/{name}"]["frames_written"] - 2
+    index = ShardStore(out).index
+    assert bad_png not in set(index["frame"]) and bad_bin not in set(index["frame"])
+    # neighbours of the broken sweep lose one sweep, nothing else
+    neighbour = index.loc[index["frame"] == bad_bin + 1, "sweeps"].item()
+    assert neighbour == ShardStore(tmp_path / "clean").index.set_index("frame").loc[bad_bin + 1, "sweeps"] - 1
+
+
+def test_empty_sequence(synthetic, tmp_path):
+    root = clone_tree(synthetic.root, tmp_path / "root")
+    empty = root / "data_2d_raw" / "2013_05_28_drive_0009_sync" / "image_00" / "data_rect"
+    empty.mkdir(parents=True)
+    with pytest.raises(InputError, match="0009_sync has no images"):
+        build(root, tmp_path / "a", seqs="0009", progress=False)
+    summary = build(root, tmp_path / "b", seqs="all", config=FAST, progress=False)
+    assert "no images" in summary["sequences"]["kitti360/2013_05_28_drive_0009_sync"]["error"]
+
+
+def test_unknown_sequence_is_named(synthetic, tmp_path):
+    with pytest.raises(InputError, match="0042"):
+        build(synthetic.root, tmp_path / "out", seqs="0042", progress=False)

@@ -1,0 +1,103 @@
+"""Projection and accumulation against the synthetic scene's exact ground-truth depth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from preprocess.accumulate import DepthSettings, SweepWindow
+from preprocess.kitti360 import Sequence, list_sequences, read_calibration
+from preprocess.projection import resized_intrinsics, target_size
+from preprocess.reference import reference_depth
+from preprocess.synth import load_gt_depth
+
+
+def _sequence(synthetic, index: int = 0) -> Sequence:
+    name = list_sequences(synthetic.root)[index]
+    return Sequence(synthetic.root, name, read_calibration(synthetic.root))
+
+
+def _native(seq: Sequence) -> tuple[np.ndarray, tuple[int, int]]:
+    return seq.calib.K, (seq.calib.width, seq.calib.height)
+
+
+def _centres(seq: Sequence, n: int) -> list[int]:
+    frames = sorted(set(seq.frames) & set(seq.world_from_rect))
+    return frames[n : len(frames) - n]
+
+
+def _depths(seq: Sequence, accumulate: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    window = SweepWindow(seq, DepthSettings(accumulate=accumulate))
+    K, size = _native(seq)
+    centres = _centres(seq, 4)
+    out = []
+    for centre, result in window.run(centres, K, size):
+        out.append((result.depth, load_gt_depth(seq.root.parent / "ground_truth", seq.name, centre)))
+    return out
+
+
+def test_registration_chain_matches_cam0_to_world(synthetic):
+    seq = _sequence(synthetic)
+    reference = seq.read_cam0_to_world()
+    assert set(reference) == set(seq.world_from_rect)
+    for frame, pose in seq.world_from_rect.items():
+        np.testing.assert_allclose(pose, reference[frame], atol=1e-6)
+
+
+def test_single_sweep_projection_error(synthetic):
+    errors = []
+    for depth, gt in _depths(_sequence(synthetic), accumulate=0):
+        valid = (depth > 0) & (gt > 0)
+        errors.append(np.abs(depth[valid] - gt[valid]) / gt[valid])
+    median = float(np.median(np.concatenate(errors)))
+    assert median < 0.005, f"median relative error {median:.4%}"
+
+
+def test_accumulation_coverage_and_outliers(synthetic):
+    seq = _sequence(synthetic)
+    single = _depths(seq, accumulate=0)
+    multi = _depths(seq, accumulate=4)
+    coverage_single = np.mean([(d > 0).mean() for d, _ in single])
+    coverage_multi = np.mean([(d > 0).mean() for d, _ in multi])
+    assert coverage_multi >= 3 * coverage_single, (coverage_single, coverage_multi)
+    bad = total = 0
+    for depth, gt in multi:
+        valid = depth > 0
+        rel = np.abs(depth[valid] - gt[valid]) / np.maximum(gt[valid], 1e-6)
+        bad += int(((rel > 0.05) | (gt[valid] == 0)).sum())
+        total += int(valid.sum())
+    assert bad / total < 0.01, f"{bad / total:.3%} of depth pixels off by > 5%"
+
+
+@pytest.mark.parametrize("width", [None, 518])
+def test_numba_pipeline_equals_numpy_reference(synthetic, width):
+    seq = _sequence(synthetic, 1)
+    settings = DepthSettings(accumulate=4)
+    size = target_size(width, seq.calib.width, seq.calib.height)
+    K = resized_intrinsics(seq.calib.K, (seq.calib.width, seq.calib.height), size)
+    window = SweepWindow(seq, settings)
+    centres = _centres(seq, 0)[:6]
+    for centre, result in window.run(centres, K, size):
+        np.testing.assert_array_equal(result.depth, reference_depth(seq, centre, K, size, settings))
+
+
+def test_each_sweep_is_read_once(synthetic):
+    seq = _sequence(synthetic)
+    window = SweepWindow(seq, DepthSettings(accumulate=4))
+    K, size = _native(seq)
+    centres = _centres(seq, 0)
+    for _ in window.run(centres, K, size):
+        pass
+    needed = {f for c in centres for f in range(c - 4, c + 5) if f in seq.world_from_rect}
+    assert window.sweeps_read == len(needed)
+
+
+def test_resized_intrinsics_keep_pixel_centres():
+    K = np.array([[552.5, 0, 682.0], [0, 552.5, 238.7], [0, 0, 1]])
+    scaled = resized_intrinsics(K, (1408, 376), (518, 140))
+    point = np.array([3.0, -1.0, 12.0])
+    u, v = (K @ point)[:2] / point[2]
+    u2, v2 = (scaled @ point)[:2] / point[2]
+    np.testing.assert_allclose(u2, (u + 0.5) * 518 / 1408 - 0.5)
+    np.testing.assert_allclose(v2, (v + 0.5) * 140 / 376 - 0.5)
+    assert target_size(518, 1408, 376) == (518, 140)
