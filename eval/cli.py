@@ -1,11 +1,85 @@
-"""Placeholder entry point until its issue lands."""
+"""`vggt-eval`: evaluate the baseline and every checkpoint; `vggt-eval compare` runs."""
 
+from __future__ import annotations
+
+import json
+import logging
 import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+console = Console(stderr=True)
+app = typer.Typer(add_completion=False, help=__doc__)
 
 
-def app() -> None:
-    print("eval: not implemented yet", file=sys.stderr)
-    sys.exit(1)
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+    )
 
 
-main = app
+@app.command("evaluate")
+def evaluate(
+    ckpt_dir: Annotated[Path, typer.Argument(help="Run dir, folder of adapters, or one adapter")],
+    shards: Annotated[Path, typer.Option(help="Prepared output root")],
+    weights: Annotated[str | None, typer.Option(help="Base weights: local path or HF id")] = None,
+    model_size: Annotated[str, typer.Option(help="1b or tiny (tiny: tests/demo)")] = "1b",
+    split: Annotated[str, typer.Option(help="train | val | all")] = "val",
+    seq_len: Annotated[int, typer.Option(help="Frames per window")] = 8,
+    seq_stride: Annotated[int, typer.Option(help="Frames between window starts")] = 8,
+    max_seqs: Annotated[int | None, typer.Option(help="Evaluate at most N sequences")] = None,
+    align: Annotated[str, typer.Option(help="window | window_median | frame_median | none")] = "window",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default CKPT_DIR/eval)")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:0 ...")] = "auto",
+    bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast for the aggregator (CUDA)")] = False,
+    geometry: Annotated[bool, typer.Option(help="Normals and facade planarity (slower)")] = True,
+    composite: Annotated[str | None, typer.Option(help="JSON of composite weights per metric")] = None,
+    top_k: Annotated[int, typer.Option(help="Keep-list: top k per headline metric")] = 1,
+) -> None:
+    """Evaluate (resumably) and write windows.parquet, metrics, plots and report.md."""
+    from .pipeline import EvalRequest, run_evaluation
+
+    _setup_logging()
+    request = EvalRequest(
+        ckpt_dir=ckpt_dir, shards=shards, weights=weights, model_size=model_size, split=split,
+        seq_len=seq_len, seq_stride=seq_stride, max_seqs=max_seqs, align=align,
+        out=out or Path(ckpt_dir) / "eval", device=device, bf16=bf16, geometry=geometry,
+        composite=json.loads(composite) if composite else None, top_k=top_k,
+    )  # fmt: skip
+    try:
+        report = run_evaluation(request)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from None
+    console.print(f"report: {report}")
+
+
+@app.command("compare")
+def compare(
+    eval_dirs: Annotated[list[Path], typer.Argument(help="Two or more EVAL_DIRs")],
+    out: Annotated[Path, typer.Option(help="Output folder")],
+) -> None:
+    """Side-by-side table and overlaid curves of several evaluated runs."""
+    from .compare import compare_runs
+
+    _setup_logging()
+    if len(eval_dirs) < 2:
+        console.print("[bold red]error:[/] compare needs at least two EVAL_DIRs")
+        raise typer.Exit(code=2)
+    console.print(f"comparison: {compare_runs(eval_dirs, out)}")
+
+
+def main() -> None:
+    """`vggt-eval CKPT_DIR ...` evaluates; `vggt-eval compare A B ...` compares."""
+    argv = sys.argv[1:]
+    if argv and argv[0] not in ("evaluate", "compare", "--help", "-h"):
+        argv = ["evaluate", *argv]
+    app(args=argv, prog_name="vggt-eval")
+
+
+if __name__ == "__main__":
+    main()

@@ -38,7 +38,7 @@ def synth(
     sequences: Annotated[int, typer.Option(help="Number of sequences")] = 2,
 ) -> None:
     """Write the synthetic KITTI-360 scene with exact ground-truth depth."""
-    from .synth import generate_synthetic_kitti360
+    from .synthetic import generate_synthetic_kitti360
 
     _setup_logging(False)
     data = generate_synthetic_kitti360(out, frames=frames, seed=seed, sequences=sequences)

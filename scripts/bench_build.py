@@ -25,7 +25,7 @@ from preprocess.frames import frame_record, resize_image, resize_labels
 from preprocess.kitti360 import Sequence, list_sequences, read_calibration
 from preprocess.projection import resized_intrinsics, target_size
 from preprocess.reference import reference_depth
-from preprocess.synth import generate_synthetic_kitti360
+from preprocess.synthetic import generate_synthetic_kitti360
 from shards import UnitWriter
 
 

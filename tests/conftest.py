@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from preprocess.synth import generate_synthetic_kitti360
+from preprocess.synthetic import generate_synthetic_kitti360
 
 
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory):
-    return generate_synthetic_kitti360(tmp_path_factory.mktemp("synthetic"), frames=40, seed=0, sequences=2)
+    return generate_synthetic_kitti360(tmp_path_factory.mktemp("synthetic"), frames=30, seed=0, sequences=2)
 
 
 def clone_tree(src: Path, dst: Path) -> Path:

@@ -9,7 +9,7 @@ from preprocess.accumulate import DepthSettings, SweepWindow
 from preprocess.kitti360 import Sequence, list_sequences, read_calibration
 from preprocess.projection import resized_intrinsics, target_size
 from preprocess.reference import reference_depth
-from preprocess.synth import load_gt_depth
+from preprocess.synthetic import load_gt_depth
 
 
 def _sequence(synthetic, index: int = 0) -> Sequence:

@@ -1,0 +1,5 @@
+"""`python -m train run ...` (what torchrun launches)."""
+
+from .cli import app
+
+app()

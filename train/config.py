@@ -1,0 +1,213 @@
+"""Training configuration: typed dataclasses loaded from YAML plus `key=value` overrides,
+validated up front with messages that name the offending key."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STRATA_KEYS = ("building_rich", "mixed", "road", "unlabelled")
+
+
+class ConfigError(ValueError):
+    """A config value or key is invalid; the message names it."""
+
+
+@dataclass
+class ModelConfig:
+    size: str = "1b"  # "1b" or "tiny"
+    weights: str | None = None  # local path or Hugging Face id; None = random init
+    activation_checkpointing: bool = False
+
+
+@dataclass
+class LoraConfig:
+    heads: list[str] = field(default_factory=lambda: ["depth"])
+    frame_blocks: str | None = None  # "16-23", "all" or None
+    global_blocks: str | None = None
+    submodules: list[str] = field(default_factory=lambda: ["qkv", "proj", "fc1", "fc2"])
+    rank: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    rslora: bool = False
+    dora: bool = False
+    init_from: str | None = None  # adapter dir of another run (warm start / strategy switch)
+
+
+@dataclass
+class StrataPhase:
+    until: float  # fraction of training steps
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    shards: str | None = None
+    split: str = "train"
+    seq_len: int = 8
+    max_stride: int = 2  # frames in a window are spaced by a random stride in [1, max_stride]
+    min_valid_points: int = 2000
+    strata_weights: dict[str, float] = field(
+        default_factory=lambda: {"building_rich": 0.5, "mixed": 0.3, "road": 0.2}
+    )
+    strata_schedule: list[StrataPhase] = field(default_factory=list)
+    crop_height: int | None = None  # random crop (multiple of 14); None keeps the stored size
+    crop_width: int | None = None
+    color_jitter: float = 0.0
+    num_workers: int = 2
+    prefetch_factor: int = 2
+    batch_size: int = 1
+
+
+@dataclass
+class LossConfig:
+    camera_weight: float = 2.0
+    depth_weight: float = 5.0
+    point_weight: float = 0.0
+    gradient_weight: float = 1.0
+    semantic_weights: dict[int, float] = field(default_factory=dict)
+    facade_boost: float = 1.0  # extra weight on building pixels at step 0 ...
+    facade_boost_floor: float = 1.0  # ... decaying linearly to this value
+    facade_boost_decay: float = 0.5  # fraction of training over which it decays
+    filter_buildings_only: bool = False
+    min_valid_pixels: int = 100
+    min_valid_frames: int = 2
+    depth_quantile: float = 0.98
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    warmup: float = 0.05  # fraction of steps
+    min_lr_ratio: float = 0.1
+    clip_heads: float = 0.5
+    clip_aggregator: float = 0.3
+    grad_accum: int = 1
+    bf16: bool = True  # autocast on CUDA only; CPU runs float32
+
+
+@dataclass
+class RunConfig:
+    steps: int = 1000
+    steps_per_epoch: int = 100
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class TrainConfig:
+    name: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(hint, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {
+            _coerce(k, args[0], f"{key} key"): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()
+        }
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if hint in (int, float, str):
+        if isinstance(value, bool) or (hint is not str and not isinstance(value, int | float)):
+            raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}")
+        if hint is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return hint(value)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(f"unknown config key(s): {', '.join(where + k for k in unknown)}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like key.sub=value")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Checks that need more than types."""
+    if config.model.size not in ("1b", "tiny"):
+        raise ConfigError(f"model.size: expected '1b' or 'tiny', got {config.model.size!r}")
+    for phase in [config.data.strata_weights, *(p.weights for p in config.data.strata_schedule)]:
+        bad = sorted(set(phase) - set(STRATA_KEYS))
+        if bad:
+            raise ConfigError(f"data.strata_weights: unknown stratum {bad}; known: {STRATA_KEYS}")
+        if any(w < 0 for w in phase.values()) or sum(phase.values()) <= 0:
+            raise ConfigError("data.strata_weights: weights must be >= 0 and not all zero")
+    for name in ("crop_height", "crop_width"):
+        value = getattr(config.data, name)
+        if value is not None and value % 14:
+            raise ConfigError(f"data.{name}: {value} is not a multiple of 14")
+    if config.data.seq_len < 2:
+        raise ConfigError("data.seq_len: need at least 2 frames per window")
+    if config.run.steps < 1 or config.run.steps_per_epoch < 1:
+        raise ConfigError("run.steps and run.steps_per_epoch must be >= 1")
+    if config.optim.grad_accum < 1:
+        raise ConfigError("optim.grad_accum must be >= 1")
+    return config
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """YAML file (optional) + overrides -> validated TrainConfig."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        data = loaded
+    for override in overrides:
+        _apply_override(data, override)
+    return validate(_build(TrainConfig, data, ""))
