@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,9 @@ from . import checkpoints as ckpt
 from .config import TrainConfig
 from .data import RankSampler, WindowDataset
 from .distributed import DistInfo, barrier
+from .lora import save_adapter
 from .losses import batch_loss
-from .modeling import build_lora_model, gt_pose_encoding, parameter_groups, save_adapter
+from .modeling import build_lora_model, gt_pose_encoding, load_adapter_weights, parameter_groups
 from .schedule import lr_factor
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,6 @@ class Trainer:
             log.info("no complete checkpoint in %s; starting from scratch", self.run_dir)
             return
         last = found[-1]
-        from .modeling import load_adapter_weights
-
         load_adapter_weights(self.model, last)
         state = torch.load(last / ckpt.STATE_FILE, map_location="cpu", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -149,11 +147,6 @@ class Trainer:
 
     # ---- loop ----------------------------------------------------------------------------
 
-    def _autocast(self):
-        if self.device.type == "cuda" and self.cfg.optim.bf16:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
-
     def _clip(self) -> dict[str, float]:
         limits = {"heads": self.cfg.optim.clip_heads, "aggregator": self.cfg.optim.clip_aggregator}
         return {
@@ -166,8 +159,7 @@ class Trainer:
         batch = {
             k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
         }
-        with self._autocast():
-            outputs = self.net(batch["images"])
+        outputs = self.net(batch["images"])  # the model applies bf16 autocast to its aggregator
         gt_pose = gt_pose_encoding(batch["extrinsics"], batch["intrinsics"], batch["images"].shape[-2:])
         loss, terms = batch_loss(outputs, batch, gt_pose, self.cfg.loss, progress)
         if loss is None:

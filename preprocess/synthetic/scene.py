@@ -62,9 +62,13 @@ class Street:
         # each item: arc length, lateral offset, base height, length, width, height, label, extra yaw
         items: list[tuple] = []
         s_min, s_max = -30.0, self.length
+        # building-free start, then one side built up, then a full canyon: the frames span
+        # road-like, mixed and building-rich views
+        open_until, one_side_until = 0.45 * frames + 38.0, frames + 8.0
         for side in (-1.0, 1.0):
-            items += self._row(side, s_min, s_max, 8.0, (8, 22), (6, 10), (7, 18), gap=(0.5, 7))
-            items += self._row(side, s_min, s_max, 21.0, (12, 30), (8, 14), (16, 30), gap=(0, 3))
+            start = open_until if side > 0 else one_side_until
+            items += self._row(side, start, s_max, 8.0, (8, 22), (6, 10), (7, 18), gap=(0.5, 7))
+            items += self._row(side, start + 10.0, s_max, 21.0, (12, 30), (8, 14), (12, 24), gap=(0, 3))
             for s in np.arange(s_min, s_max, 10.0):
                 items.append((s + 5.0, side * 6.5, 0.0, 10.0, 3.0, 0.15, SIDEWALK, 0))
             for s in np.arange(s_min + rng.uniform(0, 10), s_max, rng.uniform(14, 22)):
@@ -73,6 +77,13 @@ class Street:
                 items.append((s, side * 4.0, 0.0, 4.2, 1.8, 1.5, CAR, rng.uniform(-0.05, 0.05)))
             for s in rng.uniform(s_min, s_max, 4):
                 items.append((s, side * 6.9, 0.15, 2.5, 1.2, 3.5, VEGETATION, 0))
+            # a tree line along the unbuilt stretch hides the sides, leaving a road-like view
+            tree_end = (open_until if side > 0 else one_side_until) - 3.0
+            for s in np.arange(s_min, tree_end, rng.uniform(3.5, 5.0)):
+                size = rng.uniform(3.0, 4.5)
+                items.append(
+                    (s, side * rng.uniform(9.0, 10.5), 0.0, size, size, rng.uniform(7, 10), VEGETATION, 0)
+                )
         items.append((rng.uniform(10, max(11.0, s_max - 30)), 7.6, 0.15, 12.0, 0.4, 1.6, WALL, 0))
         for s in rng.uniform(s_min, s_max, 3):
             items.append((s, -6.5, 0.15, 4.0, 2.0, 0.05, TERRAIN, 0))
