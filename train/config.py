@@ -63,6 +63,7 @@ class DataConfig:
     num_workers: int = 2
     prefetch_factor: int = 2
     batch_size: int = 1
+    overfit: bool = False  # every sample is the first anchor's window (sanity check of the loop)
 
 
 @dataclass

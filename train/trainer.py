@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -48,6 +49,19 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
     path.write_text("".join(line + "\n" for line in kept))
+
+
+def _mean_over_ranks(window: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of logged loss terms over this logging window and, under DDP, over all ranks,
+    so the log shows the loss of the global batch."""
+    keys = sorted({k for w in window for k in w})
+    values = torch.tensor(
+        [float(np.mean([w[k] for w in window if k in w])) for k in keys], dtype=torch.float64
+    )
+    if dist.is_initialized():
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return dict(zip(keys, values.tolist(), strict=True))
 
 
 class Trainer:
@@ -101,6 +115,9 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None,
             persistent_workers=False,
+            # its own generator: creating the loader iterator must not draw from the global RNG
+            # that LoRA dropout uses, or a resumed run would drift from the uninterrupted one
+            generator=torch.Generator().manual_seed(cfg.run.seed),
         )
 
     # ---- state ---------------------------------------------------------------------------
@@ -205,14 +222,13 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             bar.update(1)
-            if main and (self.step % cfg.run.log_every == 0 or self.step == cfg.run.steps):
+            logging_step = self.step % cfg.run.log_every == 0 or self.step == cfg.run.steps
+            terms_mean = _mean_over_ranks(window) if logging_step else {}
+            if main and logging_step:
                 elapsed = time.perf_counter() - tick
                 record = {
                     "step": self.step,
-                    **{
-                        k: float(np.mean([w[k] for w in window if k in w]))
-                        for k in sorted({k for w in window for k in w})
-                    },
+                    **terms_mean,
                     "lr": lr,
                     **norms,
                     "frames_per_s": frames * self.dist.world_size / max(elapsed, 1e-9),
@@ -223,6 +239,7 @@ class Trainer:
                     record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
                 self._log(record, writer)
                 bar.set_postfix(loss=record.get("loss", float("nan")))
+            if logging_step:
                 window, frames, wait, compute, tick = [], 0, 0.0, 0.0, time.perf_counter()
             if self.step % cfg.run.steps_per_epoch == 0 or self.step == cfg.run.steps:
                 path = self._save()
