@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,8 @@ from rich.table import Table
 from .errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console()
+# wide enough for the stats table when output goes to a file or CI log
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -101,10 +103,16 @@ def stats(
         _fail(ValueError(f"{out} holds no finished frames (no index rows)"))
     summary = summarize(index, min_valid_points)
     table = Table(title=f"{len(index)} frames in {out}")
-    for column in summary.columns:
-        table.add_column(column, justify="left" if summary[column].dtype == object else "right")
-    for _, row in summary.iterrows():
-        table.add_row(*[_fmt(v) for v in row])
+    for column in ("split", "sequence", "stratum", "frames", "coverage % p10/50/90", "valid px p10/50/90",
+                   f"< {min_valid_points} px", "building px w/ depth", "building ratio"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("split", "sequence", "stratum") else "right")
+    for _, r in summary.iterrows():
+        table.add_row(
+            r["split"], f"{r['dataset']}/{r['sequence']}", r["stratum"], str(r["frames"]),
+            "/".join(f"{100 * r[f'coverage_p{q}']:.1f}" for q in (10, 50, 90)),
+            "/".join(f"{r[f'points_p{q}']:.0f}" for q in (10, 50, 90)),
+            str(r["below_min_points"]), f"{r['building_points']:,}", _fmt(r["building_ratio_mean"]),
+        )  # fmt: skip
     console.print(table)
     hist = building_ratio_histogram(index)
     if not hist.empty:

@@ -187,3 +187,19 @@ def test_empty_sequence(synthetic, tmp_path):
 def test_unknown_sequence_is_named(synthetic, tmp_path):
     with pytest.raises(InputError, match="0042"):
         build(synthetic.root, tmp_path / "out", seqs="0042", progress=False)
+
+
+def test_stats_cli_table_plots_and_sparse_warning(built, tmp_path):
+    from typer.testing import CliRunner
+
+    from preprocess.cli import app
+
+    out, _ = built
+    result = CliRunner().invoke(
+        app, ["stats", str(out), "--plots", str(tmp_path), "--min-valid-points", "100000"]
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "building_rich" in text and "road" in text and "too sparse to supervise depth" in text
+    for name in ("coverage_hist.png", "building_ratio_hist.png", "strata_counts.png", "samples.png"):
+        assert (tmp_path / name).stat().st_size > 1000
