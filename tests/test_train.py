@@ -160,3 +160,15 @@ def test_bad_configs_fail_fast(shards, tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2 and "no index/ folder" in " ".join((result.stdout + result.stderr).split())
+
+
+def test_batches_without_supervision_are_skipped_and_counted(shards, tmp_path):
+    cfg = _config(shards, "run.steps=2", "run.steps_per_epoch=2", "loss.min_valid_pixels=100000000")
+    trainer = Trainer(cfg, tmp_path, CPU)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.run()
+    records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert records[-1]["skipped_batches"] == 2 and "loss" not in records[-1]
+    for name, param in trainer.model.named_parameters():
+        if param.requires_grad:
+            assert torch.isfinite(param).all() and torch.equal(param, before[name]), name
