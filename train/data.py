@@ -23,6 +23,9 @@ PATCH = 14
 
 @dataclass(frozen=True)
 class Anchor:
+    """A frame a window is built around (it starts there, or ends so as to include it near
+    the end of a sequence)."""
+
     dataset: str
     sequence: str
     position: int  # index into the sequence's sorted frame list
@@ -38,12 +41,13 @@ class WindowIndex:
             raise ConfigError(f"data.split: no frames with split {cfg.split!r} in the shards")
         self.frames: dict[tuple[str, str], np.ndarray] = {}
         anchors: list[Anchor] = []
-        span = cfg.seq_len  # with stride 1 a window needs seq_len frames
         for (dataset, sequence), group in rows.groupby(["dataset", "sequence"], sort=True):
             group = group.sort_values("frame")
             self.frames[(dataset, sequence)] = group["frame"].to_numpy()
+            if len(group) < cfg.seq_len:
+                continue
             ok = (group["valid_points"] >= cfg.min_valid_points).to_numpy()
-            for pos in np.flatnonzero(ok[: max(0, len(group) - span + 1)]):
+            for pos in np.flatnonzero(ok):
                 anchors.append(Anchor(dataset, sequence, int(pos), str(group["stratum"].iloc[pos])))
         if not anchors:
             raise ConfigError(
@@ -105,15 +109,16 @@ class WindowDataset(Dataset):
         members = self.windows.by_stratum[stratum]
         anchor = self.windows.anchors[members[rng.integers(len(members))]]
         n_frames = len(self.windows.frames[(anchor.dataset, anchor.sequence)])
-        room = (n_frames - 1 - anchor.position) // (self.cfg.seq_len - 1)
-        stride = int(rng.integers(1, max(1, min(self.cfg.max_stride, room)) + 1))
+        longest = (n_frames - 1) // (self.cfg.seq_len - 1)
+        stride = int(rng.integers(1, max(1, min(self.cfg.max_stride, longest)) + 1))
         return anchor, stride
 
     def __getitem__(self, g: int) -> dict[str, torch.Tensor | str]:
         rng = np.random.default_rng([self.seed, int(g)])
         anchor, stride = self._pick(rng, int(g))
         frames = self.windows.frames[(anchor.dataset, anchor.sequence)]
-        picked = frames[anchor.position + stride * np.arange(self.cfg.seq_len)]
+        start = min(anchor.position, len(frames) - 1 - stride * (self.cfg.seq_len - 1))
+        picked = frames[start + stride * np.arange(self.cfg.seq_len)]
         raw = [self.store.read(anchor.sequence, int(f), dataset=anchor.dataset) for f in picked]
         sample = normalise_window(raw)
         sample = random_crop(sample, self.cfg.crop_height, self.cfg.crop_width, rng)
