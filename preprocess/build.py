@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from shards import UnitWriter, discard_debris, remove_unit
-from shards.index import index_config_hash, index_skipped
-from shards.layout import INDEX_DIR, index_path, unit_name
+from shards import UnitWriter, discard_debris
 
 from .accumulate import DepthSettings, SweepWindow
 from .errors import InputError
@@ -31,6 +29,7 @@ from .kitti360 import (
 )
 from .manifest import config_hash, files_fingerprint, update_manifest
 from .projection import resized_intrinsics, target_size
+from .units import pending_units, units_skipped
 
 log = logging.getLogger(__name__)
 DATASET = "kitti360"
@@ -182,15 +181,8 @@ def _resolve_sequences(root: Path, seqs: str) -> tuple[list[str], bool]:
 def _retire_stale_units(out: Path, plan: SequencePlan, force: bool) -> list[UnitPlan]:
     """Delete units of this sequence that the plan no longer has (or all with --force);
     return the planned units that still need building."""
-    planned = {unit_name(DATASET, plan.name, u.unit) for u in plan.units}
-    for path in (out / INDEX_DIR).glob(f"{unit_name(DATASET, plan.name, '')}*.parquet"):
-        unit = path.stem.rsplit("__", 1)[-1]
-        if force or path.stem not in planned:
-            remove_unit(out, DATASET, plan.name, unit)
-    return [
-        u for u in plan.units
-        if index_config_hash(index_path(out, DATASET, plan.name, u.unit)) != u.config_hash
-    ]  # fmt: skip
+    todo = set(pending_units(out, DATASET, plan.name, {u.unit: u.config_hash for u in plan.units}, force))
+    return [u for u in plan.units if u.unit in todo]
 
 
 def build(
@@ -244,9 +236,7 @@ def _record(
 ) -> dict:
     sequences: dict[str, dict] = {}
     for plan in plans:
-        skipped = dict(plan.skipped)
-        for unit in plan.units:
-            skipped.update(index_skipped(index_path(out, DATASET, plan.name, unit.unit)))
+        skipped = {**plan.skipped, **units_skipped(out, DATASET, plan.name, [u.unit for u in plan.units])}
         planned = sum(len(u.centres) for u in plan.units)
         sequences[f"{DATASET}/{plan.name}"] = {
             "fingerprint": plan.fingerprint,

@@ -1,4 +1,4 @@
-"""`kitti360-prep`: synthetic scene, KITTI-360 build, and dataset statistics."""
+"""`kitti360-prep`: synthetic scene, KITTI-360 and COLMAP builds, and dataset statistics."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -84,6 +85,49 @@ def build(
 
 
 @app.command()
+def colmap(
+    model: Annotated[Path, typer.Option(help="COLMAP model folder (cameras/images/points3D .txt or .bin)")],
+    images: Annotated[Path, typer.Option(help="Image folder; the model's image names are relative to it")],
+    name: Annotated[str, typer.Option(help="Scene name (the index's sequence)")],
+    out: Annotated[Path, typer.Option(help="Output root for shards/, index/, manifest.json")],
+    masks: Annotated[
+        Path | None, typer.Option(help="ETH3D occlusion masks (PNG: 0 visible, 1/2 dropped)")
+    ] = None,
+    depth: Annotated[
+        Path | None, typer.Option(help="Dense GT depth: raw float32 (ETH3D) or 16-bit PNG; replaces points")
+    ] = None,
+    depth_scale: Annotated[float, typer.Option(help="16-bit depth PNG units per metre (1000: mm)")] = 1000.0,
+    building_masks: Annotated[
+        Path | None, typer.Option(help="Building masks (PNG, non-zero = building)")
+    ] = None,
+    width: Annotated[str, typer.Option(help="Stored width (multiple of 14) or 'native'")] = "518",
+    split: Annotated[str, typer.Option(help="train | val | test")] = "train",
+    chunk_frames: Annotated[int, typer.Option(help="Frames per unit (resume granularity)")] = 128,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild finished units")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Project a COLMAP / ETH3D scene (sparse points or dense GT depth) into shards."""
+    from .colmap_build import ColmapConfig, ColmapSource, build_colmap
+
+    _setup_logging(verbose)
+    try:
+        source = ColmapSource(name, model, images, masks, depth, building_masks)
+        config = ColmapConfig(
+            width=None if width == "native" else int(width),
+            depth_scale=depth_scale,
+            split=split,
+            chunk_frames=chunk_frames,
+        )
+        summary = build_colmap(source, out, config, force=force)
+    except (InputError, ValueError) as exc:
+        _fail(exc)
+    console.print(
+        f"wrote {summary['frames_written']} frames of colmap/{name} ({len(summary['skipped'])} skipped, "
+        f"{len(summary['unregistered'])} unregistered, reasons in {summary['manifest']}) to {out}"
+    )
+
+
+@app.command()
 def stats(
     out: Annotated[Path, typer.Argument(help="Output root of a build")],
     plots: Annotated[Path | None, typer.Option(help="Write PNG plots to this folder")] = None,
@@ -111,7 +155,7 @@ def stats(
             r["split"], f"{r['dataset']}/{r['sequence']}", r["stratum"], str(r["frames"]),
             "/".join(f"{100 * r[f'coverage_p{q}']:.1f}" for q in (10, 50, 90)),
             "/".join(f"{r[f'points_p{q}']:.0f}" for q in (10, 50, 90)),
-            str(r["below_min_points"]), f"{r['building_points']:,}", _fmt(r["building_ratio_mean"]),
+            str(r["below_min_points"]), _count(r["building_points"]), _fmt(r["building_ratio_mean"]),
         )  # fmt: skip
     console.print(table)
     hist = building_ratio_histogram(index)
@@ -130,6 +174,11 @@ def stats(
 
         for path in write_all(store, plots):
             console.print(f"plot: {path}")
+
+
+def _count(value: object) -> str:
+    """A summed count, '-' when unknown (null for every frame)."""
+    return "-" if pd.isna(value) else f"{int(value):,}"
 
 
 def _fmt(value: object) -> str:

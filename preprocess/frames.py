@@ -38,11 +38,14 @@ def frame_record(
     cam_from_world: np.ndarray,
     building_labels: tuple[int, ...],
     building_mask: np.ndarray | None = None,
+    building_known: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict[str, object]]:
     """Arrays for the shard and the statistics columns of the index row.
 
     `building_mask` overrides the label-derived mask (COLMAP scenes with mask folders);
-    `building_ratio` is null when neither semantics nor a mask say what is building.
+    `building_known=False` marks such a mask as a placeholder (a COLMAP scene without
+    building masks stores all-true), so `building_ratio` is null: null whenever neither
+    semantics nor a real mask say what is building (and so is `building_valid_points`).
     """
     height, width = depth.shape
     has_semantics = semantic is not None
@@ -51,7 +54,7 @@ def frame_record(
         building_mask = label_lut(building_labels)[labels] if has_semantics else np.zeros_like(depth, bool)
         known = has_semantics
     else:
-        known = True
+        known = building_known
     valid = depth > 0
     world_from_cam = np.linalg.inv(cam_from_world)
     arrays = {
@@ -69,7 +72,7 @@ def frame_record(
         "building_ratio": ratio,
         "depth_coverage": float(valid.mean()),
         "valid_points": int(valid.sum()),
-        "building_valid_points": int((valid & building_mask).sum()),
+        "building_valid_points": int((valid & building_mask).sum()) if known else None,
         "stratum": stratum_of(ratio),
     }
     return arrays, stats

@@ -26,7 +26,7 @@ def summarize(index: pd.DataFrame, min_valid_points: int = DEFAULT_MIN_VALID_POI
         points_p50=("valid_points", "median"),
         points_p90=("valid_points", lambda s: s.quantile(0.90)),
         below_min_points=("below", "sum"),
-        building_points=("building_valid_points", "sum"),
+        building_points=("building_valid_points", lambda s: s.sum(min_count=1)),  # null: unknown
         building_ratio_mean=("building_ratio", "mean"),
     )
     return table.reset_index()

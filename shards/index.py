@@ -100,8 +100,8 @@ def index_skipped(path: Path) -> dict[int, str]:
 def read_index(out: Path) -> pd.DataFrame:
     """All finished units' rows under OUT/index as one DataFrame (empty with the schema if none)."""
     files = sorted(p for p in (out / INDEX_DIR).glob("*.parquet") if TMP_MARK not in p.name)
-    if not files:
-        return INDEX_SCHEMA.empty_table().to_pandas()
     tables = [pq.read_table(f, schema=INDEX_SCHEMA) for f in files]
-    df = pa.concat_tables(tables).to_pandas()
+    df = (pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()).to_pandas()
+    # null where the building mask is unknown; one dtype whichever units hold nulls
+    df["building_valid_points"] = df["building_valid_points"].astype("Int64")
     return df.sort_values(["dataset", "sequence", "frame"], kind="stable").reset_index(drop=True)
