@@ -53,8 +53,9 @@ def _write_calibration(root: Path) -> None:
             f"P_rect_{cam}: {_fmt(p)}",
         ]
     (calib / "perspective.txt").write_text("calib_time: synthetic\n" + "\n".join(lines) + "\n")
-    shift = rig.rigid(np.eye(3), [0.0, -0.6, 0.0])
-    cams = [rig.POSE_FROM_CAM, rig.POSE_FROM_CAM @ np.linalg.inv(shift), rig.POSE_FROM_CAM, rig.POSE_FROM_CAM]
+    # image_01 sits 0.6 m along camera 0's +x axis (the baseline encoded in P_rect_01).
+    cam0_from_cam1 = rig.rigid(np.eye(3), [0.6, 0.0, 0.0])
+    cams = [rig.POSE_FROM_CAM, rig.POSE_FROM_CAM @ cam0_from_cam1, rig.POSE_FROM_CAM, rig.POSE_FROM_CAM]
     (calib / "calib_cam_to_pose.txt").write_text(
         "".join(f"image_{i:02d}: {_fmt(m[:3])}\n" for i, m in enumerate(cams))
     )
