@@ -26,8 +26,15 @@ def _setup_logging() -> None:
 def evaluate(
     ckpt_dir: Annotated[Path, typer.Argument(help="Run dir, folder of adapters, or one adapter")],
     shards: Annotated[Path, typer.Option(help="Prepared output root")],
-    weights: Annotated[str | None, typer.Option(help="Base weights: local path or HF id")] = None,
-    model_size: Annotated[str, typer.Option(help="1b or tiny (tiny: tests/demo)")] = "1b",
+    weights: Annotated[
+        str | None, typer.Option(help="Base weights: local path or HF id [default: the run's model.weights]")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random-init base seed [default: the run's run.seed, else 0]")
+    ] = None,
+    model_size: Annotated[
+        str | None, typer.Option(help="1b or tiny [default: the run's model.size, else 1b]")
+    ] = None,
     split: Annotated[str, typer.Option(help="train | val | all")] = "val",
     seq_len: Annotated[int, typer.Option(help="Frames per window")] = 8,
     seq_stride: Annotated[int, typer.Option(help="Frames between window starts")] = 8,
@@ -45,7 +52,7 @@ def evaluate(
 
     _setup_logging()
     request = EvalRequest(
-        ckpt_dir=ckpt_dir, shards=shards, weights=weights, model_size=model_size, split=split,
+        ckpt_dir=ckpt_dir, shards=shards, weights=weights, seed=seed, model_size=model_size, split=split,
         seq_len=seq_len, seq_stride=seq_stride, max_seqs=max_seqs, align=align,
         out=out or Path(ckpt_dir) / "eval", device=device, bf16=bf16, geometry=geometry,
         composite=json.loads(composite) if composite else None, top_k=top_k,

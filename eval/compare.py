@@ -31,10 +31,8 @@ def compare_runs(eval_dirs: list[Path], out: Path) -> Path:
         if not overall_path.is_file():
             raise FileNotFoundError(f"{overall_path} not found: run vggt-eval on that run first")
         rows, _ = load_results(Path(d))
-        runs[Path(d).parent.name if Path(d).name == "eval" else Path(d).name] = (
-            pd.read_csv(overall_path),
-            rows,
-        )
+        name = Path(d).parent.name if Path(d).name == "eval" else Path(d).name
+        runs[name if name not in runs else str(d)] = (pd.read_csv(overall_path), rows)
     metrics = [headline_name(*h) for h in HEADLINE]
     side = []
     for name, (overall, _) in runs.items():
@@ -81,7 +79,9 @@ def compare_runs(eval_dirs: list[Path], out: Path) -> Path:
     plt.close(fig)
     md = out / "comparison.md"
     md.write_text(
-        "# Run comparison\n\n```\n" + table.to_string(index=False) + "\n```\n\nPaired differences (best checkpoints, "
+        "# Run comparison\n\n```\n"
+        + table.to_string(index=False)
+        + "\n```\n\nPaired differences (best checkpoints, "
         "shared windows): see paired.csv\n\n![curves](comparison_curves.png)\n"
     )
     return md

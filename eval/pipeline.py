@@ -9,6 +9,7 @@ from pathlib import Path
 from shards import ShardStore
 
 from . import plots
+from .base import resolve_base
 from .discover import discover
 from .markdown import write_report
 from .predict import Predictor
@@ -33,8 +34,9 @@ class EvalRequest:
     ckpt_dir: Path
     shards: Path
     out: Path
-    weights: str | None = None
-    model_size: str = "1b"
+    weights: str | None = None  # None: the run's model.weights (random init if none)
+    seed: int | None = None  # None: the run's run.seed (0 without a run config)
+    model_size: str | None = None  # None: the run's model.size ("1b" without a run config)
     split: str = "val"
     seq_len: int = 8
     seq_stride: int = 8
@@ -56,17 +58,20 @@ def run_evaluation(req: EvalRequest) -> Path:
     store = ShardStore(req.shards)
     windows = select_windows(store.index, req.split, req.seq_len, req.seq_stride, req.max_seqs)
     checkpoints = discover(req.ckpt_dir)
-    todo = [c for c in checkpoints if not finished(out, c.tag)]
+    base = resolve_base(checkpoints, req.model_size, req.weights, req.seed)
+    settings = RunSettings(
+        req.split, req.seq_len, req.seq_stride, req.align, base.size, base.weights, base.seed,
+        req.device, req.bf16, req.geometry,
+    )  # fmt: skip
+    window_ids = [w.window_id for w in windows]
+    todo = [c for c in checkpoints if not finished(out, c.tag, settings, window_ids)]
     log.info(
         "%d windows; %d checkpoints (%d already evaluated)",
         len(windows),
         len(checkpoints),
         len(checkpoints) - len(todo),
     )
-    predictor = Predictor(req.model_size, req.weights, req.device, req.bf16) if todo else None
-    settings = RunSettings(
-        req.split, req.seq_len, req.seq_stride, req.align, req.weights, req.device, req.bf16
-    )
+    predictor = Predictor(base.size, base.weights, req.device, req.bf16, base.seed) if todo else None
     options = MetricOptions(align=req.align, geometry=req.geometry)
     for checkpoint in todo:
         evaluate_checkpoint(checkpoint, predictor, store, windows, options, settings, out)

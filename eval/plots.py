@@ -59,7 +59,7 @@ def building_vs_rest(overall: pd.DataFrame, path: Path) -> Path:
         ax.bar(x + (i - 0.5) * 0.4, overall[col], width=0.4, label=col.split("/")[1])
     ax.set_xticks(x, overall["checkpoint"], rotation=45, ha="right", fontsize=7)
     ax.set(ylabel="AbsRel", title="Depth AbsRel: building vs non-building")
-    ax.legend()
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2)
     return _save(fig, path)
 
 

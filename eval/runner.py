@@ -47,13 +47,19 @@ def headline_name(metric_group: str, group: str, metric: str) -> str:
 
 @dataclass
 class RunSettings:
+    """Everything that changes a checkpoint's numbers; a stored result made with other
+    settings is stale and is evaluated again."""
+
     split: str
     seq_len: int
     seq_stride: int
     align: str
+    model_size: str
     weights: str | None
+    seed: int
     device: str
     bf16: bool
+    geometry: bool
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -62,8 +68,19 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def finished(out: Path, tag: str) -> bool:
-    return (out / f"{tag}_metrics.json").is_file() and (out / f"{tag}_windows.parquet").is_file()
+def finished(out: Path, tag: str, settings: RunSettings, window_ids: list[str]) -> bool:
+    """True when both result files exist and were made with these settings and windows."""
+    metrics, windows = out / f"{tag}_metrics.json", out / f"{tag}_windows.parquet"
+    if not (metrics.is_file() and windows.is_file()):
+        return False
+    try:
+        stored = json.loads(metrics.read_text())
+    except json.JSONDecodeError:
+        return False
+    if stored.get("settings") != asdict(settings) or stored.get("window_ids") != window_ids:
+        log.warning("%s: stored result used other settings or windows; evaluating again", tag)
+        return False
+    return True
 
 
 def summarise(rows: pd.DataFrame, n_boot: int = 1000) -> dict[str, dict]:
@@ -111,6 +128,7 @@ def evaluate_checkpoint(
         "epoch": checkpoint.epoch,
         "adapter": str(checkpoint.adapter) if checkpoint.adapter else None,
         "windows": len(windows),
+        "window_ids": [w.window_id for w in windows],
         "settings": asdict(settings),
         "alignment": {"depth": settings.align, "points": "sim3_points", "pose": "sim3_umeyama_centres"},
         "metrics": summarise(table),

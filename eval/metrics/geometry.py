@@ -49,8 +49,10 @@ def estimate_normals(
     normals = np.asarray(cloud.normals).copy()
     away = ((centres - points) * normals).sum(-1) < 0
     normals[away] *= -1.0
-    support = cKDTree(points).query_ball_point(points, radius, return_length=True, workers=-1)
-    normals[support < min_neighbors] = np.nan
+    # distance to the min_neighbors-th nearest point (self included) decides support; far
+    # cheaper than counting every point within the radius
+    kth = cKDTree(points).query(points, k=[min_neighbors], distance_upper_bound=radius * (1 + 1e-9))[0]
+    normals[~np.isfinite(kth[:, 0])] = np.nan
     return normals
 
 

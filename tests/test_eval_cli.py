@@ -1,0 +1,169 @@
+"""`vggt-eval` end to end on synthetic shards with the tiny model and two fake checkpoints:
+outputs, resumability, broken adapters and `compare`. The oracle checks (GT under a random
+similarity scores perfectly) live in test_eval_metrics.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from eval.cli import app
+from eval.predict import Predictor
+from eval.report import load_results
+from preprocess.accumulate import DepthSettings
+from preprocess.build import BuildConfig, build
+from preprocess.synthetic import generate_synthetic_kitti360
+from train.config import ModelConfig
+from train.lora import LoraSpec, apply_lora, save_adapter
+from train.modeling import build_base_model
+
+ARGS = ["--model-size", "tiny", "--device", "cpu", "--seq-len", "4", "--seq-stride", "4"]
+PLOTS = (
+    "depth_vs_epoch.png", "pose_vs_epoch.png", "geometry_vs_epoch.png", "building_vs_non_building.png",
+    "error_vs_depth_bin.png", "summary_radar.png", "qualitative.png",
+)  # fmt: skip
+
+
+def fake_checkpoint(path: Path, scale: float, seed: int) -> Path:
+    """A depth-head LoRA adapter on the same seeded base the evaluator builds, B weights perturbed."""
+    model = apply_lora(build_base_model(ModelConfig(size="tiny"), 0, bf16=False), LoraSpec(rank=4, alpha=8))
+    gen = torch.Generator().manual_seed(seed)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            param.data = torch.randn(param.shape, generator=gen) * scale
+    return save_adapter(model, path)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    work = tmp_path_factory.mktemp("eval")
+    scene = generate_synthetic_kitti360(work / "scene", frames=10, seed=0, sequences=2)
+    shards = work / "shards"
+    config = BuildConfig(depth=DepthSettings(accumulate=0), chunk_frames=16)
+    build(scene.root, shards, split="val", config=config, progress=False)
+    run = work / "run"
+    for epoch, scale in ((1, 0.02), (2, 0.1)):
+        fake_checkpoint(run / "checkpoints" / f"epoch_{epoch:04d}", scale, seed=epoch)
+    out = work / "eval"
+    result = CliRunner().invoke(
+        app, ["evaluate", str(run), "--shards", str(shards), "--out", str(out), *ARGS]
+    )
+    assert result.exit_code == 0, result.output
+    return shards, run, out
+
+
+def run_eval(run: Path, shards: Path, out: Path):
+    return CliRunner().invoke(app, ["evaluate", str(run), "--shards", str(shards), "--out", str(out), *ARGS])
+
+
+def test_outputs(setup):
+    _, _, out = setup
+    for name in ("windows.parquet", "metrics_overall.csv", "paired_vs_baseline.csv", "report.md", *PLOTS):
+        assert (out / name).stat().st_size > 0, name
+    overall = pd.read_csv(out / "metrics_overall.csv")
+    assert list(overall["checkpoint"]) == ["baseline", "epoch_0001", "epoch_0002"]
+    rows = pd.read_parquet(out / "windows.parquet")
+    windows = rows.groupby("checkpoint")["window"].apply(lambda w: sorted(set(w)))
+    assert windows["baseline"] == windows["epoch_0001"] == windows["epoch_0002"]
+    assert set(rows["metric_group"]) == {"depth", "pose", "pointcloud", "geometry"}
+    # the adapters touch only the depth head: depth moves, poses do not
+    assert overall["depth/all/abs_rel"].nunique() == 3
+    assert overall["pose/pose/ate_rmse"].nunique() == 1
+    paired = pd.read_csv(out / "paired_vs_baseline.csv")
+    assert set(paired["checkpoint"]) == {"epoch_0001", "epoch_0002"}
+    summary = json.loads((out / "epoch_0001_metrics.json").read_text())
+    assert summary["alignment"]["depth"] == "window"
+    assert "alignment" in (out / "report.md").read_text()
+
+
+def test_adapters_swap_without_touching_the_base(setup):
+    _, run, _ = setup
+    predictor = Predictor("tiny", None, "cpu", bf16=False)
+    frames = np.random.default_rng(0).integers(0, 255, (2, 28, 56, 3), dtype=np.uint8)
+    base = predictor.predict(frames).depth
+    predictor.use_adapter(run / "checkpoints" / "epoch_0002")
+    adapted = predictor.predict(frames).depth
+    predictor.use_adapter(run / "checkpoints" / "epoch_0001")
+    predictor.use_adapter(None)
+    assert not np.allclose(adapted, base)
+    np.testing.assert_array_equal(predictor.predict(frames).depth, base)
+
+
+def test_resume_skips_finished_and_redoes_partial(setup, tmp_path):
+    shards, run, finished_out = setup
+    out = tmp_path / "eval"
+    shutil.copytree(finished_out, out)
+    done = {tag: (out / f"{tag}_metrics.json").stat().st_mtime_ns for tag in ("baseline", "epoch_0001")}
+    # epoch_0002 crashed while writing its JSON: parquet and a temporary JSON are left behind
+    stale_parquet = (out / "epoch_0002_windows.parquet").stat().st_mtime_ns
+    (out / "epoch_0002_metrics.json").rename(out / "epoch_0002_metrics.json.tmp-99")
+    assert [s["checkpoint"] for s in load_results(out)[1]] == ["baseline", "epoch_0001"]
+
+    result = run_eval(run, shards, out)
+    assert result.exit_code == 0, result.output
+    assert {tag: (out / f"{tag}_metrics.json").stat().st_mtime_ns for tag in done} == done
+    assert (out / "epoch_0002_metrics.json").is_file()
+    assert (out / "epoch_0002_windows.parquet").stat().st_mtime_ns > stale_parquet
+    assert not list(out.glob("*.tmp-*"))
+    assert len(pd.read_csv(out / "metrics_overall.csv")) == 3
+
+
+def test_broken_adapter_is_named(setup, tmp_path):
+    shards, run, _ = setup
+    broken = tmp_path / "run"
+    shutil.copytree(run, broken)
+    weights = broken / "checkpoints" / "epoch_0002" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    predictor = Predictor("tiny", None, "cpu", bf16=False)
+    with pytest.raises(ValueError, match="adapter_model.safetensors"):
+        predictor.use_adapter(weights.parent)
+    result = run_eval(broken, shards, tmp_path / "eval")
+    assert result.exit_code == 2
+    assert "adapter_model.safetensors" in result.output.replace("\n", "")
+
+
+def test_compare(setup, tmp_path):
+    _, _, out = setup
+    other = tmp_path / "other" / "eval"
+    shutil.copytree(out, other)
+    result = CliRunner().invoke(app, ["compare", str(out), str(other), "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "cmp" / "comparison.csv")
+    assert len(table) == 2 and table["best_checkpoint"].nunique() == 1
+    paired = pd.read_csv(tmp_path / "cmp" / "paired.csv")
+    assert np.allclose(paired["diff_a_minus_b"], 0.0)
+    assert (tmp_path / "cmp" / "comparison_curves.png").stat().st_size > 0
+
+
+def test_results_made_with_other_settings_are_evaluated_again(setup, tmp_path):
+    shards, run, finished_out = setup
+    out = tmp_path / "eval"
+    shutil.copytree(finished_out, out)
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*_metrics.json")}
+    args = ["evaluate", str(run), "--shards", str(shards), "--out", str(out), *ARGS]
+    args += ["--align", "frame_median"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for name, mtime in before.items():
+        summary = json.loads((out / name).read_text())
+        assert (out / name).stat().st_mtime_ns > mtime, name
+        assert summary["settings"]["align"] == summary["alignment"]["depth"] == "frame_median"
+
+
+def test_base_model_comes_from_the_run_config(tmp_path):
+    from eval.base import resolve_base
+    from eval.discover import discover
+
+    adapter = fake_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_0001", 0.01, seed=1)
+    (adapter / "config.yaml").write_text("model:\n  size: tiny\n  weights: null\nrun:\n  seed: 7\n")
+    checkpoints = discover(tmp_path / "run")
+    assert resolve_base(checkpoints, None, None, None) == ("tiny", None, 7)
+    assert resolve_base(checkpoints, None, "/models/vggt", 3) == ("tiny", "/models/vggt", 3)
+    assert resolve_base(discover(tmp_path / "run")[:1], None, None, None) == ("1b", None, 0)
