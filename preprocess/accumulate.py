@@ -5,14 +5,21 @@ z-buffered into the centre camera, with dynamic and occluded points removed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import InputError
 from .kitti360 import Sequence
-from .projection import NO_LABELS, label_lut, remove_occluded, static_in_view, zbuffer_points
+from .projection import (
+    NO_LABELS,
+    label_lut,
+    remove_occluded,
+    static_in_view,
+    transform_points,
+    zbuffer_points,
+)
 
 
 @dataclass(frozen=True)
@@ -50,13 +57,33 @@ class WindowDepth:
     missing_neighbours: list[int] = field(default_factory=list)
 
 
-class SweepWindow:
-    """Sliding cache of registered sweeps over one ordered run of centre frames."""
+SweepInputs = tuple[np.ndarray, np.ndarray | None]  # LiDAR points, semantic labels
 
-    def __init__(self, sequence: Sequence, settings: DepthSettings) -> None:
+
+def read_sweep_inputs(sequence: Sequence, frame: int) -> SweepInputs:
+    """The files one sweep needs: its points and its frame's labels (to vet dynamic points)."""
+    return sequence.read_sweep(frame), sequence.read_semantic(frame)
+
+
+def window_frames(centre: int, accumulate: int, poses: dict[int, np.ndarray]) -> list[int]:
+    """The centre and its posed neighbours within +-accumulate, centre first."""
+    around = range(centre - accumulate, centre + accumulate + 1)
+    return [centre, *(f for f in around if f != centre and f in poses)]
+
+
+class SweepWindow:
+    """Sliding cache of registered sweeps over one ordered run of centre frames.
+
+    `read` fetches a frame's SweepInputs (default: straight from disk; the build passes a
+    read-ahead so decoding overlaps projection)."""
+
+    def __init__(
+        self, sequence: Sequence, settings: DepthSettings, read: Callable[[int], SweepInputs] | None = None
+    ) -> None:
         self.seq = sequence
         self.settings = settings
         self.poses = sequence.world_from_rect
+        self._read = read or (lambda frame: read_sweep_inputs(sequence, frame))
         self._cache: dict[int, Sweep | InputError] = {}
         self._dynamic = label_lut(settings.dynamic_labels)
         self.sweeps_read = 0
@@ -64,13 +91,12 @@ class SweepWindow:
     def _load(self, frame: int) -> Sweep | InputError:
         """Read, register and vet one sweep; a bad file is remembered as its error."""
         try:
-            velo = self.seq.read_sweep(frame).astype(np.float64)
-            semantic = self.seq.read_semantic(frame)
+            points, semantic = self._read(frame)
         except InputError as exc:
             return exc
         self.sweeps_read += 1
         world_from_velo = self.poses[frame] @ self.seq.calib.rect_from_velo
-        world = velo @ world_from_velo[:3, :3].T + world_from_velo[:3, 3]
+        world = transform_points(points, world_from_velo)
         if semantic is None:
             trusted = np.ones(len(world), dtype=bool)
         else:
@@ -88,8 +114,7 @@ class SweepWindow:
             del self._cache[old]
 
     def neighbours(self, centre: int) -> list[int]:
-        n = self.settings.accumulate
-        return [f for f in range(centre - n, centre + n + 1) if f != centre and f in self.poses]
+        return window_frames(centre, self.settings.accumulate, self.poses)[1:]
 
     def depth_for(self, centre: int, K: np.ndarray, size: tuple[int, int]) -> WindowDepth:
         """Depth of `centre` at `size` (W, H) with intrinsics K; raises InputError when the

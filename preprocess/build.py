@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from shards import UnitWriter, discard_debris
 
-from .accumulate import DepthSettings, SweepWindow
+from .accumulate import DepthSettings, SweepWindow, read_sweep_inputs, window_frames
 from .errors import InputError
 from .frames import frame_record, resize_image, resize_labels
 from .kitti360 import (
@@ -29,12 +29,14 @@ from .kitti360 import (
 )
 from .manifest import config_hash, files_fingerprint, update_manifest
 from .projection import resized_intrinsics, target_size
+from .readahead import ReadAhead
 from .units import pending_units, units_skipped
 
 log = logging.getLogger(__name__)
 DATASET = "kitti360"
 SPLITS = ("train", "val", "all")
 SHARD_BYTES_BUDGET = 256 * 2**20
+SHARD_FRAMES = 32  # several shard files per unit, so each one's write overlaps the next frames' work
 CALIBRATION_FILES = ("perspective.txt", "calib_cam_to_pose.txt", "calib_cam_to_velo.txt")
 
 
@@ -51,9 +53,9 @@ class BuildConfig:
         return asdict(self)
 
     def frames_per_shard(self, width: int, height: int) -> int:
-        """Whole unit per shard file when it fits the memory budget of the write buffer."""
+        """SHARD_FRAMES per shard file, fewer when that would exceed the write buffer's budget."""
         frame_bytes = width * height * (3 + 4 + 1 + 1 + 12)
-        return int(max(1, min(self.chunk_frames, SHARD_BYTES_BUDGET // frame_bytes)))
+        return int(max(1, min(self.chunk_frames, SHARD_FRAMES, SHARD_BYTES_BUDGET // frame_bytes)))
 
 
 @dataclass
@@ -123,6 +125,15 @@ def plan_sequence(
     return SequencePlan(name, plans, skipped, fingerprint)
 
 
+def _read_order(centres: list[int], accumulate: int, poses: dict[int, np.ndarray]) -> list[tuple[str, int]]:
+    """Files in the order the unit consumes them: each centre's window sweeps, then its image."""
+    order = []
+    for centre in sorted(centres):
+        order += [("sweep", f) for f in window_frames(centre, accumulate, poses)]
+        order.append(("image", centre))
+    return order
+
+
 def build_unit(
     root: Path, out: Path, plan: UnitPlan, config: BuildConfig, on_frame: Callable[[], None] | None = None
 ) -> dict[int, str]:
@@ -136,7 +147,11 @@ def build_unit(
         capacity=len(plan.centres), frames_per_shard=config.frames_per_shard(*size),
     )  # fmt: skip
     skipped: dict[int, str] = {}
-    window = SweepWindow(seq, config.depth)
+    reads = ReadAhead(
+        {"sweep": lambda f: read_sweep_inputs(seq, f), "image": seq.read_image},
+        _read_order(plan.centres, config.depth.accumulate, seq.world_from_rect),
+    )
+    window = SweepWindow(seq, config.depth, read=lambda f: reads.get(("sweep", f)))
     try:
         for centre, result in window.run(plan.centres, K, size):
             if on_frame is not None:
@@ -144,7 +159,7 @@ def build_unit(
             try:
                 if isinstance(result, InputError):
                     raise result
-                image = resize_image(seq.read_image(centre), size)
+                image = resize_image(reads.get(("image", centre)), size)
             except InputError as exc:
                 skipped[centre] = str(exc)
                 log.warning("skipping frame %d: %s", centre, exc)
@@ -164,6 +179,8 @@ def build_unit(
     except BaseException:
         writer.abort()
         raise
+    finally:
+        reads.close()
     return skipped
 
 

@@ -38,6 +38,20 @@ def resized_intrinsics(K: np.ndarray, native_wh: tuple[int, int], target_wh: tup
 
 
 @nb.njit(cache=True, nogil=True)
+def transform_points(points: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """(N, 3) points (any float dtype) through a 4x4 rigid transform, as float64.
+
+    A loop, not `points @ R.T`: BLAS would start its thread pool for a 3x3 product, and its
+    spinning threads steal the cores the read-ahead and shard-writer threads need."""
+    out = np.empty((points.shape[0], 3), dtype=np.float64)
+    for n in range(points.shape[0]):
+        x, y, z = np.float64(points[n, 0]), np.float64(points[n, 1]), np.float64(points[n, 2])
+        for c in range(3):
+            out[n, c] = T[c, 0] * x + T[c, 1] * y + T[c, 2] * z + T[c, 3]
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
 def _to_pixel(p: np.ndarray, T: np.ndarray, K: np.ndarray) -> tuple[float, float, float]:
     x = T[0, 0] * p[0] + T[0, 1] * p[1] + T[0, 2] * p[2] + T[0, 3]
     y = T[1, 0] * p[0] + T[1, 1] * p[1] + T[1, 2] * p[2] + T[1, 3]
@@ -165,15 +179,26 @@ def remove_occluded(depth: np.ndarray, radius: int, rel_tol: float) -> int:
 
 def depth_to_world(depth: np.ndarray, K: np.ndarray, world_from_cam: np.ndarray) -> np.ndarray:
     """(H,W,3) float32 world points of pixel centres at their depth; zeros where depth == 0."""
+    world = np.zeros((*depth.shape, 3), dtype=np.float32)
+    _unproject(
+        np.ascontiguousarray(depth), np.asarray(K, np.float64), np.asarray(world_from_cam, np.float64), world
+    )
+    return world
+
+
+@nb.njit(cache=True, nogil=True)
+def _unproject(depth: np.ndarray, K: np.ndarray, T: np.ndarray, world: np.ndarray) -> None:
+    """Only pixels with depth are touched: sparse LiDAR depth leaves most of the image empty."""
     height, width = depth.shape
-    jj, ii = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
-    z = depth.astype(np.float64)
-    y = (ii - K[1, 2]) / K[1, 1] * z
-    x = (jj - K[0, 2] - K[0, 1] * y / np.where(z > 0, z, 1.0)) / K[0, 0] * z
-    cam = np.stack([x, y, z], axis=-1)
-    world = cam @ world_from_cam[:3, :3].T + world_from_cam[:3, 3]
-    world[depth <= 0] = 0.0
-    return world.astype(np.float32)
+    for i in range(height):
+        for j in range(width):
+            z = np.float64(depth[i, j])
+            if z <= 0.0:
+                continue
+            y = (i - K[1, 2]) / K[1, 1] * z
+            x = (j - K[0, 2] - K[0, 1] * y / z) / K[0, 0] * z
+            for c in range(3):
+                world[i, j, c] = T[c, 0] * x + T[c, 1] * y + T[c, 2] * z + T[c, 3]
 
 
 def label_lut(labels: tuple[int, ...] | list[int]) -> np.ndarray:

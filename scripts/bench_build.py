@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import resource
 import shutil
 import tempfile
 import time
@@ -29,9 +31,22 @@ from preprocess.synthetic import generate_synthetic_kitti360
 from shards import UnitWriter
 
 
-def io_floor(root: Path) -> tuple[float, int]:
-    """Seconds to read+decode every image, semantic map and sweep once; frames seen."""
-    start, frames = time.perf_counter(), 0
+def cpu_seconds() -> float:
+    """User+system CPU of this process and its finished children (build workers)."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(r.ru_utime + r.ru_stime for r in usage)
+
+
+def measured(run, *args) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, frames) of run(*args), which returns frames."""
+    cpu, start = cpu_seconds(), time.perf_counter()
+    frames = run(*args)
+    return time.perf_counter() - start, cpu_seconds() - cpu, frames
+
+
+def io_floor(root: Path) -> int:
+    """Read+decode every image, semantic map and sweep once; returns frames seen."""
+    frames = 0
     for name in list_sequences(root):
         seq = Sequence(root, name, read_calibration(root))
         for frame in seq.frames:
@@ -40,12 +55,12 @@ def io_floor(root: Path) -> tuple[float, int]:
                 cv2.imread(str(seq.semantic_path(frame)), cv2.IMREAD_UNCHANGED)
             np.fromfile(seq.sweep_path(frame), dtype=np.float32)
             frames += 1
-    return time.perf_counter() - start, frames
+    return frames
 
 
-def numpy_reference(root: Path, out: Path, config: BuildConfig) -> tuple[float, int]:
+def numpy_reference(root: Path, out: Path, config: BuildConfig) -> int:
     """The naive pipeline: every frame recomputed from raw files, same outputs written."""
-    start, written = time.perf_counter(), 0
+    written = 0
     calib = read_calibration(root)
     size = target_size(config.width, calib.width, calib.height)
     K = resized_intrinsics(calib.K, (calib.width, calib.height), size)
@@ -65,15 +80,13 @@ def numpy_reference(root: Path, out: Path, config: BuildConfig) -> tuple[float, 
             writer.add(arrays, {**row, **stats, "sweeps": 9, "depth_source": "lidar"})
             written += 1
         writer.commit("reference")
-    return time.perf_counter() - start, written
+    return written
 
 
-def timed_build(root: Path, out: Path, config: BuildConfig, workers: int) -> tuple[float, int]:
+def fresh_build(root: Path, out: Path, config: BuildConfig, workers: int) -> int:
     shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
     summary = build(root, out, config=config, workers=workers, progress=False)
-    frames = sum(s.get("frames_written", 0) for s in summary["sequences"].values())
-    return time.perf_counter() - start, frames
+    return sum(s.get("frames_written", 0) for s in summary["sequences"].values())
 
 
 def main() -> None:
@@ -86,24 +99,20 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_build_"))
     data = generate_synthetic_kitti360(work / "synthetic", frames=args.frames, seed=0, sequences=2)
     config = BuildConfig()  # --accumulate 4, width 518
-    timed_build(data.root, work / "warmup", config, workers=1)  # JIT cache + page cache warm
-
-    floor_s, floor_frames = io_floor(data.root)
-    one_s, frames = timed_build(data.root, work / "w1", config, workers=1)
-    two_s, frames2 = timed_build(data.root, work / "w2", config, workers=2)
-    ref_s, ref_frames = numpy_reference(data.root, work / "ref", config)
+    fresh_build(data.root, work / "warmup", config, workers=1)  # JIT cache + page cache warm
 
     rows = [
-        ("build, 1 worker", frames, one_s),
-        ("build, 2 workers", frames2, two_s),
-        ("NumPy per-frame reference", ref_frames, ref_s),
-        ("I/O floor (read+decode once)", floor_frames, floor_s),
+        ("build, 1 worker", *measured(fresh_build, data.root, work / "w1", config, 1)),
+        ("build, 2 workers", *measured(fresh_build, data.root, work / "w2", config, 2)),
+        ("NumPy per-frame reference", *measured(numpy_reference, data.root, work / "ref", config)),
+        ("I/O floor (read+decode once)", *measured(io_floor, data.root)),
     ]
-    print(f"\nsynthetic KITTI-360, 2 sequences x {args.frames} frames, --accumulate 4, width 518")
-    print(f"{'pipeline':32s} {'frames':>7s} {'seconds':>8s} {'frames/s':>9s}")
-    for label, n, seconds in rows:
-        print(f"{label:32s} {n:7d} {seconds:8.2f} {n / seconds:9.1f}")
-    fps1, fps2, ref, floor = (n / s for _, n, s in rows)
+    print(f"\nsynthetic KITTI-360, 2 sequences x {args.frames} frames, --accumulate 4, width 518, "
+          f"{os.cpu_count()} CPU cores")  # fmt: skip
+    print(f"{'pipeline':32s} {'frames':>7s} {'seconds':>8s} {'frames/s':>9s} {'CPU s':>7s}")
+    for label, seconds, cpu, n in rows:
+        print(f"{label:32s} {n:7d} {seconds:8.2f} {n / seconds:9.1f} {cpu:7.2f}")
+    fps1, fps2, ref, floor = (n / seconds for _, seconds, _, n in rows)
     print(f"\nspeed-up vs NumPy reference (1 worker): {fps1 / ref:.1f}x")
     print(f"1 worker time / I/O-floor time (per frame): {floor / fps1:.2f}x")
     print(f"scaling 1 -> 2 workers: {fps2 / fps1:.2f}x")

@@ -1,6 +1,9 @@
 """Atomic writer of one unit: a Zarr v3 group (one frame per chunk, several frames per
 shard file) plus its Parquet index rows.
 
+Each full shard is compressed and written on a background thread while the caller
+prepares the next frames; at most one shard write is in flight.
+
 Data goes to a temporary group first; only a complete group is renamed into place, and
 the index file (the completion marker) is written after that. A killed run therefore
 leaves either a finished unit or debris that `discard_debris` removes, never a partial
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -64,12 +68,15 @@ class UnitWriter:
                 dtype=spec.dtype,
                 compressors=_compressor(),
                 fill_value=0,
+                config={"write_empty_chunks": True},  # frames are rarely empty; skip the check
             )
             for spec in ARRAY_SPECS
         }
         self._buffer: list[Mapping[str, np.ndarray]] = []
         self._rows: list[dict[str, object]] = []
         self._written = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self._in_flight: Future | None = None
 
     def add(self, arrays: Mapping[str, np.ndarray], row: Mapping[str, object]) -> None:
         """Queue one frame; `row` holds its index columns except shard/row/height/width."""
@@ -90,14 +97,28 @@ class UnitWriter:
             self._flush()
 
     def _flush(self) -> None:
+        """Hand the buffered frames to the writer thread (after the previous shard is done)."""
         if not self._buffer:
             return
         start, stop = self._written, self._written + len(self._buffer)
-        for spec in ARRAY_SPECS:
-            block = np.stack([np.asarray(a[spec.name], dtype=spec.dtype) for a in self._buffer])
-            self._arrays[spec.name][start:stop] = block
+        blocks = {
+            spec.name: np.stack([np.asarray(a[spec.name], dtype=spec.dtype) for a in self._buffer])
+            for spec in ARRAY_SPECS
+        }
+        self.wait()
+        self._in_flight = self._pool.submit(self._write, blocks, start, stop)
         self._written = stop
         self._buffer = []
+
+    def _write(self, blocks: Mapping[str, np.ndarray], start: int, stop: int) -> None:
+        for name, block in blocks.items():
+            self._arrays[name][start:stop] = block
+
+    def wait(self) -> None:
+        """Finish the shard write in flight; re-raises its error."""
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            future.result()
 
     @property
     def frames(self) -> int:
@@ -113,6 +134,8 @@ class UnitWriter:
             write_index_file(index_file, [], config_hash, skipped)
             return []
         self._flush()
+        self.wait()
+        self._pool.shutdown()
         for array in self._arrays.values():
             if array.shape[0] != self._written:
                 array.resize((self._written, *array.shape[1:]))
@@ -123,6 +146,11 @@ class UnitWriter:
         return self._rows
 
     def abort(self) -> None:
+        try:
+            self.wait()
+        except Exception:  # the unit is being discarded; its write error no longer matters
+            pass
+        self._pool.shutdown()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 

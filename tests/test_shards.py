@@ -58,6 +58,7 @@ def test_uncommitted_unit_is_invisible_and_cleaned(tmp_path):
     writer = UnitWriter(tmp_path, "kitti360", "seq", "0000000000", H, W, capacity=4, frames_per_shard=2)
     for f in range(3):
         writer.add(_frame(f), _row(f))
+    writer.wait()  # the first shard is on disk in the temporary group
     # simulated kill: no commit
     assert ShardStore(tmp_path).index.empty
     assert discard_debris(tmp_path) >= 1
