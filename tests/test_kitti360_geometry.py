@@ -9,7 +9,7 @@ from preprocess.accumulate import DepthSettings, SweepWindow
 from preprocess.kitti360 import Sequence, list_sequences, read_calibration
 from preprocess.projection import resized_intrinsics, target_size
 from preprocess.reference import reference_depth
-from preprocess.synthetic import load_gt_depth
+from preprocess.synthetic.accuracy import depth_accuracy, depth_pairs
 
 
 def _sequence(synthetic, index: int = 0) -> Sequence:
@@ -27,13 +27,7 @@ def _centres(seq: Sequence, n: int) -> list[int]:
 
 
 def _depths(seq: Sequence, accumulate: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    window = SweepWindow(seq, DepthSettings(accumulate=accumulate))
-    K, size = _native(seq)
-    centres = _centres(seq, 4)
-    out = []
-    for centre, result in window.run(centres, K, size):
-        out.append((result.depth, load_gt_depth(seq.root.parent / "ground_truth", seq.name, centre)))
-    return out
+    return depth_pairs(seq, seq.root.parent / "ground_truth", accumulate)
 
 
 def test_registration_chain_matches_cam0_to_world(synthetic):
@@ -45,28 +39,17 @@ def test_registration_chain_matches_cam0_to_world(synthetic):
 
 
 def test_single_sweep_projection_error(synthetic):
-    errors = []
-    for depth, gt in _depths(_sequence(synthetic), accumulate=0):
-        valid = (depth > 0) & (gt > 0)
-        errors.append(np.abs(depth[valid] - gt[valid]) / gt[valid])
-    median = float(np.median(np.concatenate(errors)))
-    assert median < 0.005, f"median relative error {median:.4%}"
+    single = depth_accuracy(_depths(_sequence(synthetic), accumulate=0))
+    assert single.median_rel_error < 0.005, f"median relative error {single.median_rel_error:.4%}"
 
 
-def test_accumulation_coverage_and_outliers(synthetic):
-    seq = _sequence(synthetic)
-    single = _depths(seq, accumulate=0)
-    multi = _depths(seq, accumulate=4)
-    coverage_single = np.mean([(d > 0).mean() for d, _ in single])
-    coverage_multi = np.mean([(d > 0).mean() for d, _ in multi])
-    assert coverage_multi >= 3 * coverage_single, (coverage_single, coverage_multi)
-    bad = total = 0
-    for depth, gt in multi:
-        valid = depth > 0
-        rel = np.abs(depth[valid] - gt[valid]) / np.maximum(gt[valid], 1e-6)
-        bad += int(((rel > 0.05) | (gt[valid] == 0)).sum())
-        total += int(valid.sum())
-    assert bad / total < 0.01, f"{bad / total:.3%} of depth pixels off by > 5%"
+@pytest.mark.parametrize("index", [0, 1])
+def test_accumulation_coverage_and_outliers(synthetic, index):
+    seq = _sequence(synthetic, index)
+    single = depth_accuracy(_depths(seq, accumulate=0))
+    multi = depth_accuracy(_depths(seq, accumulate=4))
+    assert multi.coverage >= 3 * single.coverage, (single.coverage, multi.coverage)
+    assert multi.outlier_share < 0.01, f"{multi.outlier_share:.3%} of depth pixels off by > 5% (or on sky)"
 
 
 @pytest.mark.parametrize("width", [None, 518])
