@@ -5,7 +5,7 @@ Measured in one run, on the same data:
   * a plain-NumPy per-frame reference that re-reads and re-projects all 2N+1 sweeps for
     every frame and writes the same outputs;
   * the I/O floor: reading and decoding every input once.
-Usage: python scripts/bench_build.py [--frames 60] [--workdir DIR]
+Usage: python scripts/bench_build.py [--frames 60] [--chunk-frames 128] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -94,18 +94,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--frames", type=int, default=60, help="frames per synthetic sequence (2 sequences)")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--chunk-frames", type=int, default=128, help="frames per unit (one work item)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_build_"))
-    data = generate_synthetic_kitti360(work / "synthetic", frames=args.frames, seed=0, sequences=2)
-    config = BuildConfig()  # --accumulate 4, width 518
-    fresh_build(data.root, work / "warmup", config, workers=1)  # JIT cache + page cache warm
+    root = work / "synthetic" / "KITTI-360"
+    if not root.is_dir():  # a kept --workdir is reused (same frames: pass the same --frames)
+        generate_synthetic_kitti360(work / "synthetic", frames=args.frames, seed=0, sequences=2)
+    config = BuildConfig(chunk_frames=args.chunk_frames)  # --accumulate 4, width 518
+    fresh_build(root, work / "warmup", config, workers=1)  # JIT cache + page cache warm
 
     rows = [
-        ("build, 1 worker", *measured(fresh_build, data.root, work / "w1", config, 1)),
-        ("build, 2 workers", *measured(fresh_build, data.root, work / "w2", config, 2)),
-        ("NumPy per-frame reference", *measured(numpy_reference, data.root, work / "ref", config)),
-        ("I/O floor (read+decode once)", *measured(io_floor, data.root)),
+        ("build, 1 worker", *measured(fresh_build, root, work / "w1", config, 1)),
+        ("build, 2 workers", *measured(fresh_build, root, work / "w2", config, 2)),
+        ("NumPy per-frame reference", *measured(numpy_reference, root, work / "ref", config)),
+        ("I/O floor (read+decode once)", *measured(io_floor, root)),
     ]
     print(f"\nsynthetic KITTI-360, 2 sequences x {args.frames} frames, --accumulate 4, width 518, "
           f"{os.cpu_count()} CPU cores")  # fmt: skip

@@ -42,7 +42,10 @@ def main() -> None:
         shards = args.shards or prepared_shards(Path(tmp))
         store = ShardStore(shards)
         windows = select_windows(store.index, "val", args.seq_len, args.seq_len)
-        settings = RunSettings("val", args.seq_len, args.seq_len, "window", None, args.device, False)
+        settings = RunSettings(
+            split="val", seq_len=args.seq_len, seq_stride=args.seq_len, align="window",
+            model_size=args.model_size, weights=None, seed=0, device=args.device, bf16=False, geometry=True,
+        )  # fmt: skip
         predictor = Predictor(args.model_size, None, args.device, bf16=False)
         predictor.predict(store.read(windows[0].sequence, windows[0].frames[0])["image"][None])  # warm-up
         summary = evaluate_checkpoint(
