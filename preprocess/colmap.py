@@ -126,13 +126,13 @@ def read_model(model_dir: Path) -> ColmapModel:
         rec = pycolmap.Reconstruction(model_dir)
     except (ValueError, RuntimeError) as exc:
         raise InputError(model_dir, f"not a readable COLMAP model (cameras/images/points3D): {exc}") from None
-    point_ids = list(rec.points3D)
-    points = np.array([rec.points3D[p].xyz for p in point_ids], dtype=np.float64).reshape(-1, 3)
-    row_of = {p: n for n, p in enumerate(point_ids)}
-    owners: dict[int, list[int]] = {}
-    for p in point_ids:
-        for element in rec.points3D[p].track.elements:
-            owners.setdefault(element.image_id, []).append(row_of[p])
+    xyz: list[np.ndarray] = []
+    owners: dict[int, list[int]] = {}  # image id -> rows of `points` its track lists
+    for row, point in enumerate(rec.points3D.values()):  # one pass: each binding lookup is costly
+        xyz.append(point.xyz)
+        for element in point.track.elements:
+            owners.setdefault(element.image_id, []).append(row)
+    points = np.array(xyz, dtype=np.float64).reshape(-1, 3)
     cameras: dict[int, CameraGeometry] = {}
     views, unregistered = [], []
     for image_id, image in sorted(rec.images.items(), key=lambda item: item[1].name):
