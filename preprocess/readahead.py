@@ -2,8 +2,10 @@
 
 PNG decoding and file reads release the GIL, so while the main thread projects and writes
 frame t, the reader decodes the sweeps and images of the next frames. Each file is still
-read once; results are handed over once and then dropped, and at most `lookahead` reads
-are in flight or waiting, which bounds memory.
+read once and its result is dropped once handed over. Reads run at most `lookahead` keys
+past the one last asked for; results nobody asks for (e.g. the image of a frame whose
+sweep was corrupt) stay until `close`, so memory is bounded by the lookahead plus a unit's
+skipped frames.
 """
 
 from __future__ import annotations
