@@ -21,9 +21,9 @@ def _native(seq: Sequence) -> tuple[np.ndarray, tuple[int, int]]:
     return seq.calib.K, (seq.calib.width, seq.calib.height)
 
 
-def _centres(seq: Sequence, n: int) -> list[int]:
-    frames = sorted(set(seq.frames) & set(seq.world_from_rect))
-    return frames[n : len(frames) - n]
+def _centres(seq: Sequence) -> list[int]:
+    """Frames with both a sweep and a pose."""
+    return sorted(set(seq.frames) & set(seq.world_from_rect))
 
 
 def _depths(seq: Sequence, accumulate: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -59,7 +59,7 @@ def test_numba_pipeline_equals_numpy_reference(synthetic, width):
     size = target_size(width, seq.calib.width, seq.calib.height)
     K = resized_intrinsics(seq.calib.K, (seq.calib.width, seq.calib.height), size)
     window = SweepWindow(seq, settings)
-    centres = _centres(seq, 0)[:6]
+    centres = _centres(seq)[:6]
     for centre, result in window.run(centres, K, size):
         np.testing.assert_array_equal(result.depth, reference_depth(seq, centre, K, size, settings))
 
@@ -68,7 +68,7 @@ def test_each_sweep_is_read_once(synthetic):
     seq = _sequence(synthetic)
     window = SweepWindow(seq, DepthSettings(accumulate=4))
     K, size = _native(seq)
-    centres = _centres(seq, 0)
+    centres = _centres(seq)
     for _ in window.run(centres, K, size):
         pass
     needed = {f for c in centres for f in range(c - 4, c + 5) if f in seq.world_from_rect}
