@@ -59,17 +59,15 @@ def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> Sim3:
 def align_points(
     pred: np.ndarray,
     gt: np.ndarray,
-    valid: np.ndarray,
     with_scale: bool = True,
     max_points: int | None = 200_000,
     seed: int = 0,
 ) -> Sim3:
-    """Umeyama on corresponding points (pred/gt [..., 3], valid [...]); subsampled for speed."""
-    p, g = pred[valid].reshape(-1, 3), gt[valid].reshape(-1, 3)
-    if max_points is not None and len(p) > max_points:
-        keep = np.random.default_rng(seed).choice(len(p), max_points, replace=False)
-        p, g = p[keep], g[keep]
-    return umeyama(p, g, with_scale=with_scale)
+    """Umeyama on corresponding points pred/gt [N,3]; subsampled (fixed seed) for speed."""
+    if max_points is not None and len(pred) > max_points:
+        keep = np.random.default_rng(seed).choice(len(pred), max_points, replace=False)
+        pred, gt = pred[keep], gt[keep]
+    return umeyama(pred, gt, with_scale=with_scale)
 
 
 @dataclass(frozen=True)

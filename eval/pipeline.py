@@ -22,7 +22,7 @@ from .report import (
     paired_table,
 )
 from .runner import RunSettings, evaluate_checkpoint, finished
-from .window_metrics import MetricOptions
+from .window_metrics import MetricOptions, ReferenceCache
 from .windows import load_window, select_windows
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,9 @@ def run_evaluation(req: EvalRequest) -> Path:
     )
     predictor = Predictor(base.size, base.weights, req.device, req.bf16, base.seed) if todo else None
     options = MetricOptions(align=req.align, geometry=req.geometry)
+    references = ReferenceCache()
     for checkpoint in todo:
-        evaluate_checkpoint(checkpoint, predictor, store, windows, options, settings, out)
+        evaluate_checkpoint(checkpoint, predictor, store, windows, options, settings, out, references)
         log.info("evaluated %s", checkpoint.tag)
     return write_outputs(out, store, windows[:QUALITATIVE_WINDOWS], predictor, req)
 

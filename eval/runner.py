@@ -23,7 +23,7 @@ from shards import ShardStore
 from .discover import Checkpoint
 from .predict import Predictor
 from .stats import bootstrap_ci
-from .window_metrics import MetricOptions, evaluate_window
+from .window_metrics import MetricOptions, ReferenceCache, evaluate_window
 from .windows import EvalWindow, load_window
 
 log = logging.getLogger(__name__)
@@ -103,8 +103,12 @@ def evaluate_checkpoint(
     options: MetricOptions,
     settings: RunSettings,
     out: Path,
+    references: ReferenceCache | None = None,
 ) -> dict:
-    """Evaluate one checkpoint on every window; returns its summary (also written to disk)."""
+    """Evaluate one checkpoint on every window; returns its summary (also written to disk).
+
+    ``references`` carries GT-only geometry from checkpoint to checkpoint of one run.
+    """
     predictor.use_adapter(checkpoint.adapter)
     rows: list[dict] = []
     infer_s = metric_s = 0.0
@@ -114,7 +118,7 @@ def evaluate_checkpoint(
         t0 = time.perf_counter()
         pred = predictor.predict(gt.images)
         t1 = time.perf_counter()
-        window_rows = evaluate_window(pred, gt, options)
+        window_rows = evaluate_window(pred, gt, options, references)
         metric_s += time.perf_counter() - t1
         infer_s += t1 - t0
         frames += len(window.frames)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from .align import align_points
 from .metrics.depth import depth_metrics
-from .metrics.geometry import GeometryParams, building_geometry
+from .metrics.geometry import GeometryParams, ReferenceGeometry, building_geometry, reference_geometry
 from .metrics.pointcloud import pointcloud_metrics
 from .metrics.pose import camera_centres, pose_metrics
 from .windows import WindowData
@@ -33,7 +34,31 @@ class MetricOptions:
     pointcloud_max_points: int = 5_000
 
 
-def evaluate_window(pred: Prediction, gt: WindowData, options: MetricOptions) -> list[dict]:
+class ReferenceCache:
+    """GT-only geometry of each window, reused by every checkpoint evaluated in one run.
+
+    Checkpoints sweep the windows one after another, a cyclic pattern that defeats LRU eviction,
+    so the cache simply stops adding once ``max_bytes`` is reached; later windows recompute.
+    """
+
+    def __init__(self, max_bytes: int = 512 << 20):
+        self.max_bytes = max_bytes
+        self._entries: dict[str, ReferenceGeometry] = {}
+        self._bytes = 0
+
+    def get(self, window_id: str, make: Callable[[], ReferenceGeometry]) -> ReferenceGeometry:
+        if window_id in self._entries:
+            return self._entries[window_id]
+        reference = make()
+        if self._bytes + reference.nbytes <= self.max_bytes:
+            self._entries[window_id] = reference
+            self._bytes += reference.nbytes
+        return reference
+
+
+def evaluate_window(
+    pred: Prediction, gt: WindowData, options: MetricOptions, references: ReferenceCache | None = None
+) -> list[dict]:
     """Rows `{metric_group, group, align, ..., metric values}` for one window."""
     building = gt.building if gt.has_building_labels else None
     rows = [
@@ -43,17 +68,25 @@ def evaluate_window(pred: Prediction, gt: WindowData, options: MetricOptions) ->
     rows += [
         {"metric_group": "pose", **r} for r in pose_metrics(pred.cam_from_world, gt.cam_from_world).rows()
     ]
-    sim = align_points(pred.world_points, gt.world_points, gt.valid)
-    aligned = sim.apply(pred.world_points.astype(np.float64))
+    # point metrics read only valid pixels: gather them once, flat
+    pixels = np.flatnonzero(gt.valid)
+    gt_points = gt.world_points.reshape(-1, 3)[pixels]
+    pred_points = pred.world_points.reshape(-1, 3)[pixels].astype(np.float64)
+    sim = align_points(pred_points, gt_points)
+    aligned = sim.apply(pred_points)
+    pixel_building = None if building is None else building.reshape(-1)[pixels]
     record = sim.record("sim3_points")
     cloud = pointcloud_metrics(
-        aligned, gt.world_points, gt.valid, record, building, max_points=options.pointcloud_max_points
+        aligned, gt_points, record, pixel_building, max_points=options.pointcloud_max_points
     )
     rows += [{"metric_group": "pointcloud", **r} for r in cloud.rows()]
-    if options.geometry and building is not None and building[gt.valid].any():
-        geometry = building_geometry(
-            aligned, gt.world_points, gt.valid, building, camera_centres(gt.cam_from_world), record,
-            options.geometry_params,
-        )  # fmt: skip
+    if options.geometry and pixel_building is not None and pixel_building.any():
+
+        def make_reference() -> ReferenceGeometry:
+            viewpoints = camera_centres(gt.cam_from_world)[pixels // gt.valid[0].size]
+            return reference_geometry(gt_points, pixel_building, viewpoints, options.geometry_params)
+
+        reference = (references or ReferenceCache(0)).get(gt.window_id, make_reference)
+        geometry = building_geometry(aligned, reference, record)
         rows += [{"metric_group": "geometry", **r} for r in geometry.rows()]
     return rows

@@ -48,6 +48,7 @@ def select_windows(
 class WindowData:
     """Ground truth of one window, stacked."""
 
+    window_id: str
     images: np.ndarray  # [S,H,W,3] uint8
     depth: np.ndarray  # [S,H,W] (0 = none)
     valid: np.ndarray
@@ -64,6 +65,7 @@ def load_window(store: ShardStore, window: EvalWindow) -> WindowData:
         (store.index["sequence"] == window.sequence) & store.index["frame"].isin(window.frames)
     ]
     return WindowData(
+        window_id=window.window_id,
         images=np.stack([f["image"] for f in frames]),
         depth=np.stack([f["depth"] for f in frames]).astype(np.float64),
         valid=np.stack([f["valid_mask"] for f in frames]),

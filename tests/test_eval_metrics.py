@@ -11,10 +11,11 @@ from scipy.spatial.transform import Rotation
 
 from eval.align import align_points, fit_depth_scale, umeyama
 from eval.metrics.depth import DEPTH_METRICS, depth_metrics
-from eval.metrics.geometry import GeometryParams, building_geometry
+from eval.metrics.geometry import GeometryParams, building_geometry, reference_geometry
 from eval.metrics.pointcloud import pointcloud_metrics
 from eval.metrics.pose import camera_centres, pose_auc, pose_metrics
 from eval.stats import higher_is_better
+from eval.window_metrics import ReferenceCache
 
 K = np.array([[40.0, 0.0, 31.5], [0.0, 40.0, 23.5], [0.0, 0.0, 1.0]])
 H, W = 48, 64
@@ -81,6 +82,11 @@ def random_cfw(rng: np.random.Generator, n: int) -> np.ndarray:
     cfw[:, :3, :3] = Rotation.random(n, random_state=rng.integers(1 << 31)).as_matrix()
     cfw[:, :3, 3] = rng.normal(size=(n, 3)) * 4
     return cfw
+
+
+def viewpoints(cfw: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """GT camera centre of each valid pixel [N,3], as the evaluator passes it to building_geometry."""
+    return np.broadcast_to(camera_centres(cfw)[:, None, None], (*valid.shape, 3))[valid]
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +156,10 @@ def test_oracle_under_random_similarity_scores_perfectly(scene, seed):
         assert pose[name] == pytest.approx(100.0, abs=1e-6)
 
     valid = depth > 0
-    sim = align_points(pred_points, points, valid)
-    cloud = pointcloud_metrics(sim.apply(pred_points), points, valid, sim.record("sim3_points"), building)
+    sim = align_points(pred_points[valid], points[valid])
+    cloud = pointcloud_metrics(
+        sim.apply(pred_points[valid]), points[valid], sim.record("sim3_points"), building[valid]
+    )
     for group in ("all", "building", "non_building"):
         assert cloud.groups[group]["chamfer"] == pytest.approx(0.0, abs=1e-6)
 
@@ -180,9 +188,9 @@ def test_oracle_on_real_geometry():
     assert pose["ate_rmse"] == pytest.approx(0.0, abs=1e-6)
     assert pose["auc_30"] == pytest.approx(100.0, abs=1e-6)
     valid = depth > 0
-    sim = align_points(pred_points, points, valid, max_points=20_000)
+    sim = align_points(pred_points[valid], points[valid], max_points=20_000)
     cloud = pointcloud_metrics(
-        sim.apply(pred_points), points, valid, sim.record("sim3_points"), max_points=20_000
+        sim.apply(pred_points[valid]), points[valid], sim.record("sim3_points"), max_points=20_000
     )
     assert cloud.groups["all"]["chamfer"] == pytest.approx(0.0, abs=1e-6)
 
@@ -291,17 +299,10 @@ def test_geometry_oracle_box_facades(scene):
         cfw, depth, points, *random_similarity(np.random.default_rng(3))
     )
     valid = depth > 0
-    sim = align_points(pred_points, points, valid)
+    sim = align_points(pred_points[valid], points[valid])
     params = GeometryParams(normal_radius=1.0, plane_min_inliers=100)
-    res = building_geometry(
-        sim.apply(pred_points),
-        points,
-        valid,
-        building,
-        camera_centres(cfw),
-        sim.record("sim3_points"),
-        params,
-    )
+    reference = reference_geometry(points[valid], building[valid], viewpoints(cfw, valid), params)
+    res = building_geometry(sim.apply(pred_points[valid]), reference, sim.record("sim3_points"))
     normals, planarity = res.groups["normals"], res.groups["planarity"]
     assert 0.9 * building[valid].sum() < normals["count"] <= building[valid].sum()  # sparse far wall drops
     assert normals["normal_median"] == pytest.approx(0.0, abs=1e-4)
@@ -323,15 +324,10 @@ def test_tilted_facade_gives_expected_angle_and_residual():
     pivot = np.array([axis_x, 0.0, 12.0])
     pred = (points - pivot) @ tilt.T + pivot
     valid = depth > 0
-    res = building_geometry(
-        pred,
-        points,
-        valid,
-        building,
-        camera_centres(cfw),
-        {"align": "none"},
-        GeometryParams(normal_radius=1.0),
+    reference = reference_geometry(
+        points[valid], building[valid], viewpoints(cfw, valid), GeometryParams(normal_radius=1.0)
     )
+    res = building_geometry(pred[valid], reference, {"align": "none"})
     assert res.groups["normals"]["normal_median"] == pytest.approx(10.0, abs=1e-6)
     assert res.groups["normals"]["normal_pct_11.25"] == pytest.approx(100.0)
     expected = np.abs(points[valid][:, 0] - axis_x).mean() * np.sin(np.radians(10))
@@ -342,7 +338,7 @@ def test_pointcloud_offset_and_empty_regions():
     rng = np.random.default_rng(0)
     gt = rng.permutation(np.stack(np.meshgrid(*[np.arange(6.0)] * 3), -1).reshape(1, 12, 18, 3), axis=1)
     valid = np.ones(gt.shape[:3], dtype=bool)
-    res = pointcloud_metrics(gt + [0.0, 0.0, 0.1], gt, valid, {"align": "none"})
+    res = pointcloud_metrics(gt[valid] + [0.0, 0.0, 0.1], gt[valid], {"align": "none"})
     assert res.groups["all"]["accuracy"] == pytest.approx(0.1)
     assert res.groups["all"]["completeness"] == pytest.approx(0.1)
     assert res.groups["all"]["chamfer"] == pytest.approx(0.1)
@@ -355,8 +351,10 @@ def test_every_emitted_metric_has_a_direction(scene):
     results = [
         depth_metrics(depth, depth, building),
         pose_metrics(cfw, cfw),
-        pointcloud_metrics(points, points, valid, {"align": "none"}, building),
-        building_geometry(points, points, valid, building, camera_centres(cfw), {"align": "none"}),
+        pointcloud_metrics(points[valid], points[valid], {"align": "none"}, building[valid]),
+        building_geometry(
+            points[valid], reference_geometry(points[valid], building[valid], viewpoints(cfw, valid)), {}
+        ),
     ]
     names = {k for r in results for g in r.groups.values() for k in g} - {"count", "n_pairs", "n_planes"}
     assert {higher_is_better(n) for n in names} == {True, False}
@@ -365,5 +363,23 @@ def test_every_emitted_metric_has_a_direction(scene):
 def test_isolated_points_have_no_normal_instead_of_a_default_one():
     gt = np.arange(30.0).reshape(1, 1, 10, 3) * 10  # points 17 m apart: no local plane anywhere
     valid = np.ones((1, 1, 10), dtype=bool)
-    res = building_geometry(gt, gt, valid, valid, np.zeros((1, 3)), {"align": "none"})
+    res = building_geometry(gt[valid], reference_geometry(gt[valid], valid[valid], np.zeros((10, 3))), {})
     assert res.groups["normals"]["count"] == 0 and np.isnan(res.groups["normals"]["normal_mean"])
+
+
+def test_reference_cache_computes_gt_geometry_once_per_window_within_its_budget(scene):
+    cfw, depth, points, building = scene
+    valid = depth > 0
+    calls = []
+
+    def make():
+        calls.append(1)
+        return reference_geometry(points[valid], building[valid], viewpoints(cfw, valid))
+
+    cache = ReferenceCache()
+    first = cache.get("w0", make)
+    assert cache.get("w0", make) is first and len(calls) == 1
+    assert first.nbytes > 0
+    full = ReferenceCache(max_bytes=first.nbytes)
+    full.get("w0", make), full.get("w1", make), full.get("w1", make)
+    assert len(calls) == 4  # w1 did not fit: computed each time, never kept

@@ -33,25 +33,22 @@ _TERMS = ("abs_rel", "sq_rel", "sq", "abs", "log_d2", "log_c", "log_c2", "delta1
 
 def _pixel_terms(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """[N, len(_TERMS)] per-pixel terms of positive pred/gt depth pairs."""
+    terms = np.empty((len(gt), len(_TERMS)))
     diff = pred - gt
-    log_d = np.log(pred) - np.log(gt)
+    log_d = np.log(pred / gt)
     log_c = log_d - log_d.mean() if log_d.size else log_d
-    ratio = np.maximum(pred / gt, gt / pred)
-    return np.stack(
-        [
-            np.abs(diff) / gt,
-            diff**2 / gt,
-            diff**2,
-            np.abs(diff),
-            log_d**2,
-            log_c,
-            log_c**2,
-            ratio < 1.25,
-            ratio < 1.25**2,
-            ratio < 1.25**3,
-        ],
-        axis=1,
-    ).astype(np.float64)
+    # max(p/g, g/p) < 1.25^k  <=>  |log(p/g)| < k log(1.25)
+    abs_log = np.abs(log_d)
+    terms[:, 0] = np.abs(diff) / gt
+    terms[:, 1] = diff**2 / gt
+    terms[:, 2] = diff**2
+    terms[:, 3] = np.abs(diff)
+    terms[:, 4] = log_d**2
+    terms[:, 5] = log_c
+    terms[:, 6] = log_c**2
+    for k in (1, 2, 3):
+        terms[:, 6 + k] = abs_log < k * np.log(1.25)
+    return terms
 
 
 def _finalize(sums: np.ndarray, count: int) -> dict[str, float]:
@@ -115,9 +112,10 @@ def depth_metrics(
     cell = region * n_cols + _bin_index(g, edges)
     n_cells = len(REGIONS) * n_cols
     counts = np.bincount(cell, minlength=n_cells).reshape(len(REGIONS), n_cols)
-    sums = np.stack(
-        [np.bincount(cell, weights=terms[:, k], minlength=n_cells) for k in range(terms.shape[1])], axis=1
-    ).reshape(len(REGIONS), n_cols, -1)
+    # per-cell sums of every term in one product with the one-hot cell matrix
+    one_hot = np.zeros((n_cells, len(g)))
+    one_hot[cell, np.arange(len(g))] = 1.0
+    sums = (one_hot @ terms).reshape(len(REGIONS), n_cols, -1)
 
     bin_names = [f"{lo:g}-{hi:g}m" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
     region_rows = {"all": [0, 1], "building": [0], "non_building": [1]}

@@ -37,21 +37,29 @@ class GeometryParams:
 
 
 def estimate_normals(
-    points: np.ndarray, centres: np.ndarray, radius: float, max_nn: int, min_neighbors: int
+    points: np.ndarray,
+    centres: np.ndarray,
+    radius: float,
+    max_nn: int,
+    min_neighbors: int,
+    scored: np.ndarray,
 ) -> np.ndarray:
-    """Unit normals [N,3] from local plane fits (KD-tree hybrid search), each flipped toward its camera.
+    """Unit normals [M,3] of the ``scored`` points (bool [N]) from local plane fits on all ``points``.
 
-    Points with fewer than ``min_neighbors`` points within ``radius`` (themselves included) have no
-    local plane and get NaN, rather than open3d's silent default normal.
+    Each normal comes from a KD-tree hybrid search over the whole cloud (so a facade's neighbourhood
+    is complete) and is flipped toward its camera ``centres`` [N,3]. A scored point with fewer than
+    ``min_neighbors`` points within ``radius`` (itself included) has no local plane and gets NaN,
+    rather than open3d's silent default normal.
     """
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
     cloud.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=radius, max_nn=max_nn))
-    normals = np.asarray(cloud.normals).copy()
-    away = ((centres - points) * normals).sum(-1) < 0
+    normals = np.asarray(cloud.normals)[scored]
+    at = points[scored]
+    away = ((centres[scored] - at) * normals).sum(-1) < 0
     normals[away] *= -1.0
     # distance to the min_neighbors-th nearest point (self included) decides support; far
     # cheaper than counting every point within the radius
-    kth = cKDTree(points).query(points, k=[min_neighbors], distance_upper_bound=radius * (1 + 1e-9))[0]
+    kth = cKDTree(points).query(at, k=[min_neighbors], distance_upper_bound=radius * (1 + 1e-9))[0]
     normals[~np.isfinite(kth[:, 0])] = np.nan
     return normals
 
@@ -111,48 +119,77 @@ def _fit_planes(points: np.ndarray, p: GeometryParams) -> list[tuple[np.ndarray,
     return planes
 
 
+@dataclass(frozen=True)
+class ReferenceGeometry:
+    """The GT side of one window's building geometry (subsample, GT normals, GT planes).
+
+    It is the same for every checkpoint, so the evaluator computes it once per window.
+    """
+
+    params: GeometryParams
+    keep: np.ndarray  # [K] indices of the valid pixels the metrics use (a fixed-seed subsample)
+    scored: np.ndarray  # [K] bool: building pixels, where normals and planes are scored
+    viewpoints: np.ndarray  # [K,3] GT centre of the camera that saw each kept pixel
+    normals: np.ndarray  # [M,3] GT normals of the scored pixels (NaN: no local plane)
+    planes: list[tuple[np.ndarray, np.ndarray]]  # (unit plane [a,b,c,d], indices into scored pixels)
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [
+            self.keep,
+            self.scored,
+            self.viewpoints,
+            self.normals,
+            *(a for pl in self.planes for a in pl),
+        ]
+        return sum(a.nbytes for a in arrays)
+
+
+def reference_geometry(
+    gt_points: np.ndarray, building: np.ndarray, viewpoints: np.ndarray, params: GeometryParams | None = None
+) -> ReferenceGeometry:
+    """GT side of the building metrics, from per-valid-pixel GT points [N,3], building mask [N]
+    and the GT centre of the camera that saw each pixel [N,3] (orients normals)."""
+    p = params or GeometryParams()
+    keep = np.arange(len(gt_points))
+    if p.max_points is not None and len(keep) > p.max_points:
+        keep = np.sort(np.random.default_rng(p.seed).choice(len(keep), p.max_points, replace=False))
+    gt, scored = gt_points[keep].astype(np.float64), building[keep]
+    centres = viewpoints[keep].astype(np.float32)  # only orients normals
+    normals = np.empty((0, 3))
+    if scored.any():
+        normals = estimate_normals(
+            gt, centres, p.normal_radius, p.normal_max_nn, p.normal_min_neighbors, scored
+        )
+    return ReferenceGeometry(p, keep.astype(np.int32), scored, centres, normals, _fit_planes(gt[scored], p))
+
+
 def building_geometry(
-    pred_points: np.ndarray,
-    gt_points: np.ndarray,
-    valid: np.ndarray,
-    building: np.ndarray,
-    cam_centres: np.ndarray,
-    align_record: Mapping[str, object],
-    params: GeometryParams | None = None,
+    pred_points: np.ndarray, reference: ReferenceGeometry, align_record: Mapping[str, object]
 ) -> MetricResult:
     """Normal angle error and facade planarity on building pixels of one window.
 
-    ``pred_points`` must already be aligned to GT world (its alignment is ``align_record``);
-    points are [S,H,W,3], ``valid``/``building`` [S,H,W] bool, ``cam_centres`` [S,3] GT camera
-    centres used to orient normals. Normals are fitted on all valid pixels (so a facade's
-    neighbourhood is complete) and scored on building pixels where GT has a local plane.
-    Groups: ``normals`` (degrees, percent) and ``planarity`` (metres, percent).
+    ``pred_points`` [N,3] are the predicted points of the window's valid pixels, already aligned
+    to GT world (as ``align_record`` says); ``reference`` is the window's GT side. Normals are
+    fitted on all kept pixels (so a facade's neighbourhood is complete) and scored on building
+    pixels where GT has a local plane. Groups: ``normals`` (degrees, percent) and ``planarity``
+    (metres, percent).
     """
-    p = params or GeometryParams()
-    frame_idx, *_ = np.nonzero(valid)
-    gt, pr = gt_points[valid].astype(np.float64), pred_points[valid].astype(np.float64)
-    is_bld = building[valid]
-    if p.max_points is not None and len(gt) > p.max_points:
-        keep = np.sort(np.random.default_rng(p.seed).choice(len(gt), p.max_points, replace=False))
-        frame_idx, gt, pr, is_bld = frame_idx[keep], gt[keep], pr[keep], is_bld[keep]
-    centres = cam_centres[frame_idx]
-
+    p, ref = reference.params, reference
+    pr = pred_points[ref.keep].astype(np.float64)
     err = np.empty(0)
-    if is_bld.any():
-        normals = [
-            estimate_normals(x, centres, p.normal_radius, p.normal_max_nn, p.normal_min_neighbors)[is_bld]
-            for x in (gt, pr)
-        ]
-        has_gt = np.isfinite(normals[0]).all(-1)
-        err = normal_angle_deg(normals[0][has_gt], normals[1][has_gt])
-
-    bld_gt, bld_pr = gt[is_bld], pr[is_bld]
-    planes = _fit_planes(bld_gt, p)
+    if ref.scored.any():
+        pred_normals = estimate_normals(
+            pr, ref.viewpoints, p.normal_radius, p.normal_max_nn, p.normal_min_neighbors, ref.scored
+        )
+        has_gt = np.isfinite(ref.normals).all(-1)
+        err = normal_angle_deg(ref.normals[has_gt], pred_normals[has_gt])
+    bld_pr = pr[ref.scored]
     residual = np.concatenate(
-        [np.abs(bld_pr[idx] @ model[:3] + model[3]) for model, idx in planes] or [np.empty(0)]
+        [np.abs(bld_pr[idx] @ model[:3] + model[3]) for model, idx in ref.planes] or [np.empty(0)]
     )
     groups = {
         "normals": _summarise(err, NORMAL_STATS),
-        "planarity": _summarise(residual, PLANARITY_STATS) | {"n_planes": len(planes)},
+        "planarity": _summarise(residual, PLANARITY_STATS) | {"n_planes": len(ref.planes)},
     }
     return MetricResult(groups, dict(align_record))
