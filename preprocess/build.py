@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -35,7 +35,7 @@ from .units import pending_units, units_skipped
 log = logging.getLogger(__name__)
 DATASET = "kitti360"
 SPLITS = ("train", "val", "all")
-SHARD_BYTES_BUDGET = 256 * 2**20
+SHARD_BYTES_BUDGET = 256 * 2**20  # one shard of frames; a unit writer holds two (filling, writing)
 SHARD_FRAMES = 32  # several shard files per unit, so each one's write overlaps the next frames' work
 CALIBRATION_FILES = ("perspective.txt", "calib_cam_to_pose.txt", "calib_cam_to_velo.txt")
 
@@ -134,10 +134,11 @@ def _read_order(centres: list[int], accumulate: int, poses: dict[int, np.ndarray
     return order
 
 
-def build_unit(
+def fill_unit(
     root: Path, out: Path, plan: UnitPlan, config: BuildConfig, on_frame: Callable[[], None] | None = None
-) -> dict[int, str]:
-    """Build one unit and commit it atomically; returns frames skipped with reasons."""
+) -> tuple[UnitWriter, dict[int, str]]:
+    """Project and write every frame of one unit; returns its writer, still to be committed,
+    and the frames skipped with reasons. On error the unit's partial data is discarded."""
     calib = read_calibration(root)
     seq = Sequence(root, plan.sequence, calib)
     size = target_size(config.width, calib.width, calib.height)
@@ -175,13 +176,36 @@ def build_unit(
                 "split": plan.splits[centre],
             }
             writer.add(arrays, {**row, **stats, "sweeps": result.sweeps, "depth_source": "lidar"})
-        writer.commit(plan.config_hash, skipped)
     except BaseException:
         writer.abort()
         raise
     finally:
         reads.close()
+    return writer, skipped
+
+
+def build_unit(root: Path, out: Path, plan: UnitPlan, config: BuildConfig) -> dict[int, str]:
+    """Build one unit and commit it atomically; returns frames skipped with reasons."""
+    writer, skipped = fill_unit(root, out, plan, config)
+    writer.commit(plan.config_hash, skipped)
     return skipped
+
+
+def _build_units_here(
+    root: Path, out: Path, units: list[UnitPlan], config: BuildConfig, on_frame: Callable[[], None]
+) -> None:
+    """Build units one after another in this process. Each unit's commit (its last shard write,
+    the rename, the index) runs on a thread while the next unit starts, so the reader and the
+    projection never sit idle at unit boundaries; at most one commit is in flight."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unit-commit") as committer:
+        previous: Future | None = None
+        for unit in units:
+            writer, skipped = fill_unit(root, out, unit, config, on_frame)
+            if previous is not None:
+                previous.result()
+            previous = committer.submit(writer.commit, unit.config_hash, skipped)
+        if previous is not None:
+            previous.result()
 
 
 def _resolve_sequences(root: Path, seqs: str) -> tuple[list[str], bool]:
@@ -236,8 +260,7 @@ def build(
     log.info("%d of %d units to build (%d already complete)", len(todo), total_units, total_units - len(todo))
     bar = tqdm(total=sum(len(u.centres) for u in todo), unit="frame", desc="build", disable=not progress)
     if workers <= 1:
-        for unit in todo:
-            build_unit(root, out, unit, config, on_frame=lambda: bar.update(1))
+        _build_units_here(root, out, todo, config, on_frame=lambda: bar.update(1))
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(build_unit, root, out, u, config): u for u in todo}

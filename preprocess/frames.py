@@ -14,9 +14,18 @@ from .projection import depth_to_world, label_lut
 
 
 def resize_image(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Area-resample an RGB image to (W, H); a no-op at native size."""
+    """Area-resample an RGB image to (W, H); a no-op at native size.
+
+    A downscale of 2x or more first halves even-sized images with OpenCV's exact 2x2 box (its
+    fast integer path), then area-resamples the rest: about 3x cheaper than one fractional area
+    resample (KITTI-360 to width 518: 0.8 vs 2.6 ms), with the same pixel-centre geometry
+    x' = (x + 0.5) * s - 0.5 and a kernel only slightly wider.
+    """
+    width, height = size
     if (rgb.shape[1], rgb.shape[0]) == size:
         return rgb
+    while rgb.shape[1] >= 2 * width and rgb.shape[0] >= 2 * height and not (rgb.shape[0] | rgb.shape[1]) & 1:
+        rgb = cv2.resize(rgb, (rgb.shape[1] // 2, rgb.shape[0] // 2), interpolation=cv2.INTER_AREA)
     return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 

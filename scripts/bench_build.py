@@ -5,7 +5,9 @@ Measured in one run, on the same data:
   * a plain-NumPy per-frame reference that re-reads and re-projects all 2N+1 sweeps for
     every frame and writes the same outputs;
   * the I/O floor: reading and decoding every input once.
-Usage: python scripts/bench_build.py [--frames 60] [--chunk-frames 128] [--workdir DIR]
+Each pipeline but the slow reference runs --repeat times; the median run is reported, since a
+shared machine's timings of a few seconds vary by +-10%.
+Usage: python scripts/bench_build.py [--frames 60] [--chunk-frames 128] [--repeat 3] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -37,11 +39,15 @@ def cpu_seconds() -> float:
     return sum(r.ru_utime + r.ru_stime for r in usage)
 
 
-def measured(run, *args) -> tuple[float, float, int]:
-    """(wall seconds, CPU seconds, frames) of run(*args), which returns frames."""
-    cpu, start = cpu_seconds(), time.perf_counter()
-    frames = run(*args)
-    return time.perf_counter() - start, cpu_seconds() - cpu, frames
+def measured(run, *args, repeat: int = 1) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, frames) of the median of `repeat` runs of run(*args), which
+    returns frames."""
+    runs = []
+    for _ in range(repeat):
+        cpu, start = cpu_seconds(), time.perf_counter()
+        frames = run(*args)
+        runs.append((time.perf_counter() - start, cpu_seconds() - cpu, frames))
+    return sorted(runs)[len(runs) // 2]
 
 
 def io_floor(root: Path) -> int:
@@ -95,6 +101,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60, help="frames per synthetic sequence (2 sequences)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--chunk-frames", type=int, default=128, help="frames per unit (one work item)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per pipeline (median reported)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_build_"))
@@ -105,10 +112,10 @@ def main() -> None:
     fresh_build(root, work / "warmup", config, workers=1)  # JIT cache + page cache warm
 
     rows = [
-        ("build, 1 worker", *measured(fresh_build, root, work / "w1", config, 1)),
-        ("build, 2 workers", *measured(fresh_build, root, work / "w2", config, 2)),
+        ("build, 1 worker", *measured(fresh_build, root, work / "w1", config, 1, repeat=args.repeat)),
+        ("build, 2 workers", *measured(fresh_build, root, work / "w2", config, 2, repeat=args.repeat)),
         ("NumPy per-frame reference", *measured(numpy_reference, root, work / "ref", config)),
-        ("I/O floor (read+decode once)", *measured(io_floor, root)),
+        ("I/O floor (read+decode once)", *measured(io_floor, root, repeat=args.repeat)),
     ]
     print(f"\nsynthetic KITTI-360, 2 sequences x {args.frames} frames, --accumulate 4, width 518, "
           f"{os.cpu_count()} CPU cores")  # fmt: skip

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from preprocess.accumulate import DepthSettings, SweepWindow
+from preprocess.frames import resize_image
 from preprocess.kitti360 import Sequence, list_sequences, read_calibration
 from preprocess.projection import resized_intrinsics, target_size
 from preprocess.reference import reference_depth
@@ -84,3 +85,13 @@ def test_resized_intrinsics_keep_pixel_centres():
     np.testing.assert_allclose(u2, (u + 0.5) * 518 / 1408 - 0.5)
     np.testing.assert_allclose(v2, (v + 0.5) * 140 / 376 - 0.5)
     assert target_size(518, 1408, 376) == (518, 140)
+
+
+def test_image_resize_keeps_pixel_centre_geometry():
+    """A horizontal ramp resized to width 518 reads x' = (x + 0.5) * s - 0.5 back (within 0.1 px)."""
+    ramp = np.tile(np.arange(1408, dtype=np.float32), (376, 1))
+    resized = resize_image(np.repeat(ramp[..., None], 3, axis=2), (518, 140))
+    assert resized.shape == (140, 518, 3)
+    expected = (np.arange(518) + 0.5) * 1408 / 518 - 0.5
+    error_px = (resized[70, 2:-2, 0] - expected[2:-2]) * 518 / 1408  # in output pixels (borders clamp)
+    assert np.abs(error_px).max() < 0.1 and abs(error_px.mean()) < 1e-3
