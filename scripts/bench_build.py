@@ -1,7 +1,10 @@
 """Benchmark `kitti360-prep build` (--accumulate 4, width 518) on the synthetic scene.
 
 Measured in one run, on the same data:
-  * build end to end (decode, project, write) with 1 and 2 workers;
+  * build end to end (decode, project, write) with 1 and 2 workers; one worker keeps more than
+    one core busy (read-ahead and shard-writer threads), so scaling is also measured per core:
+    1 worker confined to 1 core against 2 workers on 2 cores (fresh processes under Linux CPU
+    affinity; interpreter start-up not counted, worker start-up counted);
   * a plain-NumPy per-frame reference that re-reads and re-projects all 2N+1 sweeps for
     every frame and writes the same outputs;
   * the I/O floor: reading and decoding every input once.
@@ -13,10 +16,13 @@ Usage: python scripts/bench_build.py [--frames 60] [--chunk-frames 128] [--repea
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -95,6 +101,32 @@ def fresh_build(root: Path, out: Path, config: BuildConfig, workers: int) -> int
     return sum(s.get("frames_written", 0) for s in summary["sequences"].values())
 
 
+CONFINED_BUILD = """
+import json, sys, time
+from pathlib import Path
+from preprocess.build import BuildConfig
+sys.path.insert(0, sys.argv[1])
+from bench_build import cpu_seconds, fresh_build
+config = BuildConfig(chunk_frames=int(sys.argv[4]))
+cpu, start = cpu_seconds(), time.perf_counter()
+frames = fresh_build(Path(sys.argv[2]), Path(sys.argv[3]), config, int(sys.argv[5]))
+print(json.dumps([time.perf_counter() - start, cpu_seconds() - cpu, frames]))
+"""
+
+
+def confined_build(root: Path, out: Path, config: BuildConfig, workers: int) -> tuple[float, float, int]:
+    """(wall, CPU, frames) of a build in a fresh process confined to `workers` cores from birth,
+    so every thread it and its workers start stays on those cores (affinity is per thread)."""
+    cores = sorted(os.sched_getaffinity(0))[:workers]
+    args = [str(Path(__file__).parent), str(root), str(out), str(config.chunk_frames), str(workers)]
+    result = subprocess.run(
+        [sys.executable, "-c", CONFINED_BUILD, *args],
+        preexec_fn=lambda: os.sched_setaffinity(0, cores),
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return tuple(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
@@ -117,15 +149,25 @@ def main() -> None:
         ("NumPy per-frame reference", *measured(numpy_reference, root, work / "ref", config)),
         ("I/O floor (read+decode once)", *measured(io_floor, root, repeat=args.repeat)),
     ]
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() >= 2:
+        for label, workers in (("build, 1 worker on 1 core", 1), ("build, 2 workers on 2 cores", 2)):
+            runs = [
+                confined_build(root, work / f"cores{workers}", config, workers) for _ in range(args.repeat)
+            ]
+            rows.append((label, *sorted(runs)[len(runs) // 2]))
     print(f"\nsynthetic KITTI-360, 2 sequences x {args.frames} frames, --accumulate 4, width 518, "
           f"{os.cpu_count()} CPU cores")  # fmt: skip
     print(f"{'pipeline':32s} {'frames':>7s} {'seconds':>8s} {'frames/s':>9s} {'CPU s':>7s}")
     for label, seconds, cpu, n in rows:
         print(f"{label:32s} {n:7d} {seconds:8.2f} {n / seconds:9.1f} {cpu:7.2f}")
-    fps1, fps2, ref, floor = (n / seconds for _, seconds, _, n in rows)
+    fps1, fps2, ref, floor, *per_core = (n / seconds for _, seconds, _, n in rows)
     print(f"\nspeed-up vs NumPy reference (1 worker): {fps1 / ref:.1f}x")
     print(f"1 worker time / I/O-floor time (per frame): {floor / fps1:.2f}x")
     print(f"scaling 1 -> 2 workers: {fps2 / fps1:.2f}x")
+    if per_core:
+        print(
+            f"scaling per core, 1 worker on 1 core -> 2 workers on 2 cores: {per_core[1] / per_core[0]:.2f}x"
+        )
 
 
 if __name__ == "__main__":
