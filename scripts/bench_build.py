@@ -40,7 +40,7 @@ from shards import UnitWriter
 
 
 def cpu_seconds() -> float:
-    """User+system CPU of this process and its finished children (build workers)."""
+    """User+system CPU of this process and its finished children (not forkserver workers)."""
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     return sum(r.ru_utime + r.ru_stime for r in usage)
 
@@ -158,8 +158,10 @@ def main() -> None:
     print(f"\nsynthetic KITTI-360, 2 sequences x {args.frames} frames, --accumulate 4, width 518, "
           f"{os.cpu_count()} CPU cores")  # fmt: skip
     print(f"{'pipeline':32s} {'frames':>7s} {'seconds':>8s} {'frames/s':>9s} {'CPU s':>7s}")
+    # multi-worker builds fork their workers from a forkserver: not our children, CPU not seen
     for label, seconds, cpu, n in rows:
-        print(f"{label:32s} {n:7d} {seconds:8.2f} {n / seconds:9.1f} {cpu:7.2f}")
+        cpu_text = "-" if "workers" in label else f"{cpu:.2f}"
+        print(f"{label:32s} {n:7d} {seconds:8.2f} {n / seconds:9.1f} {cpu_text:>7s}")
     fps1, fps2, ref, floor, *per_core = (n / seconds for _, seconds, _, n in rows)
     print(f"\nspeed-up vs NumPy reference (1 worker): {fps1 / ref:.1f}x")
     print(f"1 worker time / I/O-floor time (per frame): {floor / fps1:.2f}x")
