@@ -147,12 +147,16 @@ class UnitWriter:
             self.abort()
             write_index_file(index_file, [], config_hash, skipped)
             return []
-        self._flush()
-        self.wait()
-        self._pool.shutdown()
-        for array in self._arrays.values():
-            if array.shape[0] != self._written:
-                array.resize((self._written, *array.shape[1:]))
+        try:
+            self._flush()
+            self.wait()
+            self._pool.shutdown()
+            for array in self._arrays.values():
+                if array.shape[0] != self._written:
+                    array.resize((self._written, *array.shape[1:]))
+        except BaseException:  # nothing was moved into place yet: discard the temporary group
+            self.abort()
+            raise
         if self.final_dir.exists():
             shutil.rmtree(self.final_dir)
         os.replace(self.tmp_dir, self.final_dir)

@@ -65,6 +65,21 @@ def test_uncommitted_unit_is_invisible_and_cleaned(tmp_path):
     assert not any(".tmp-" in p.name for p in tmp_path.rglob("*"))
 
 
+def test_failed_commit_discards_the_unit(tmp_path, monkeypatch):
+    writer = UnitWriter(tmp_path, "kitti360", "seq", "0000000000", H, W, capacity=4, frames_per_shard=4)
+    for f in range(3):
+        writer.add(_frame(f), _row(f))  # fewer than a shard: written by commit
+
+    def disk_full(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writer, "_write", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        writer.commit("hash")
+    assert not writer.tmp_dir.exists() and not writer.final_dir.exists()
+    assert ShardStore(tmp_path).index.empty
+
+
 def test_wrong_array_shape_is_named(tmp_path):
     writer = UnitWriter(tmp_path, "kitti360", "seq", "0000000000", H, W, capacity=2)
     bad = _frame(1)
