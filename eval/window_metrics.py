@@ -86,7 +86,7 @@ def evaluate_window(
             viewpoints = camera_centres(gt.cam_from_world)[pixels // gt.valid[0].size]
             return reference_geometry(gt_points, pixel_building, viewpoints, options.geometry_params)
 
-        reference = (references or ReferenceCache(0)).get(gt.window_id, make_reference)
+        reference = make_reference() if references is None else references.get(gt.window_id, make_reference)
         geometry = building_geometry(aligned, reference, record)
         rows += [{"metric_group": "geometry", **r} for r in geometry.rows()]
     return rows
