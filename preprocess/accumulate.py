@@ -15,9 +15,8 @@ from .kitti360 import Sequence
 from .projection import (
     NO_LABELS,
     label_lut,
+    register_sweep,
     remove_occluded,
-    static_in_view,
-    transform_points,
     zbuffer_points,
 )
 
@@ -38,12 +37,17 @@ class DepthSettings:
         return max(1, round(self.occlusion_radius_native * scale))
 
 
+# A sweep keeps the points its own camera sees up to this many native pixels outside the
+# image: more than enough for every point that lands inside the frame's resized image.
+OWN_VIEW_MARGIN_PX = 1
+
+
 @dataclass
 class Sweep:
     """One frame's sweep in world coordinates, with the points its own semantics trust."""
 
     frame: int
-    world_points: np.ndarray  # (N, 3) float64
+    world_points: np.ndarray  # (N, 3) float64; only those its camera sees when it has labels
     trusted: np.ndarray  # (N,) bool: usable when accumulated into another frame
     semantic: np.ndarray | None  # native-resolution labels of this frame
 
@@ -95,13 +99,11 @@ class SweepWindow:
         except InputError as exc:
             return exc
         self.sweeps_read += 1
-        world_from_velo = self.poses[frame] @ self.seq.calib.rect_from_velo
-        world = transform_points(points, world_from_velo)
-        if semantic is None:
-            trusted = np.ones(len(world), dtype=bool)
-        else:
-            rect_from_world = np.linalg.inv(self.poses[frame])
-            trusted = static_in_view(world, rect_from_world, self.seq.calib.K, semantic, self._dynamic)
+        calib = self.seq.calib
+        world, trusted = register_sweep(
+            points, self.poses[frame] @ calib.rect_from_velo, calib.rect_from_velo, calib.K,
+            NO_LABELS if semantic is None else semantic, self._dynamic, OWN_VIEW_MARGIN_PX,
+        )  # fmt: skip
         return Sweep(frame, world, trusted, semantic)
 
     def get(self, frame: int) -> Sweep | InputError:

@@ -37,30 +37,22 @@ def resized_intrinsics(K: np.ndarray, native_wh: tuple[int, int], target_wh: tup
     return out
 
 
-@nb.njit(cache=True, nogil=True)
-def transform_points(points: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """(N, 3) points (any float dtype) through a 4x4 rigid transform, as float64.
-
-    A loop, not `points @ R.T`: BLAS would start its thread pool for a 3x3 product, and its
-    spinning threads steal the cores the read-ahead and shard-writer threads need."""
-    out = np.empty((points.shape[0], 3), dtype=np.float64)
-    for n in range(points.shape[0]):
-        x, y, z = np.float64(points[n, 0]), np.float64(points[n, 1]), np.float64(points[n, 2])
-        for c in range(3):
-            out[n, c] = T[c, 0] * x + T[c, 1] * y + T[c, 2] * z + T[c, 3]
-    return out
+@nb.njit(cache=True, nogil=True, inline="always")
+def _to_camera(points: np.ndarray, n: int, T: np.ndarray) -> tuple[float, float, float]:
+    """Point n of (N, 3) `points` through the 4x4 rigid transform T, as float64."""
+    px, py, pz = np.float64(points[n, 0]), np.float64(points[n, 1]), np.float64(points[n, 2])
+    x = T[0, 0] * px + T[0, 1] * py + T[0, 2] * pz + T[0, 3]
+    y = T[1, 0] * px + T[1, 1] * py + T[1, 2] * pz + T[1, 3]
+    z = T[2, 0] * px + T[2, 1] * py + T[2, 2] * pz + T[2, 3]
+    return x, y, z
 
 
-@nb.njit(cache=True, nogil=True)
-def _to_pixel(p: np.ndarray, T: np.ndarray, K: np.ndarray) -> tuple[float, float, float]:
-    x = T[0, 0] * p[0] + T[0, 1] * p[1] + T[0, 2] * p[2] + T[0, 3]
-    y = T[1, 0] * p[0] + T[1, 1] * p[1] + T[1, 2] * p[2] + T[1, 3]
-    z = T[2, 0] * p[0] + T[2, 1] * p[1] + T[2, 2] * p[2] + T[2, 3]
-    if z <= 0.0:
-        return -1.0, -1.0, z
-    u = K[0, 0] * x / z + K[0, 1] * y / z + K[0, 2]
-    v = K[1, 1] * y / z + K[1, 2]
-    return u, v, z
+@nb.njit(cache=True, nogil=True, inline="always")
+def _nearest_pixel(xn: float, yn: float, K: np.ndarray) -> tuple[int, int]:
+    """(row, col) of the pixel nearest to normalised image coordinates (x/z, y/z)."""
+    col = int(np.floor(K[0, 0] * xn + K[0, 1] * yn + K[0, 2] + 0.5))
+    row = int(np.floor(K[1, 1] * yn + K[1, 2] + 0.5))
+    return row, col
 
 
 @nb.njit(cache=True, nogil=True)
@@ -79,6 +71,8 @@ def zbuffer_points(
 
     When `labels` is non-empty, a point whose pixel in that label image (intrinsics
     K_labels) carries a label with reject_label[label] is dropped. Returns points written.
+    The depth test is written as a select, not a branch: whether a point is nearer than
+    the pixel's current one is a coin flip the CPU cannot predict.
     """
     height, width = depth.shape
     lh, lw = labels.shape
@@ -86,49 +80,71 @@ def zbuffer_points(
     for n in range(points.shape[0]):
         if not keep[n]:
             continue
-        u, v, z = _to_pixel(points[n], cam_from_points, K)
+        x, y, z = _to_camera(points, n, cam_from_points)
         if z <= min_depth:
             continue
-        j = int(np.floor(u + 0.5))
-        i = int(np.floor(v + 0.5))
+        inv_z = 1.0 / z
+        i, j = _nearest_pixel(x * inv_z, y * inv_z, K)
         if i < 0 or i >= height or j < 0 or j >= width:
             continue
         if lh > 0:
-            ul, vl, _ = _to_pixel(points[n], cam_from_points, K_labels)
-            jl = int(np.floor(ul + 0.5))
-            il = int(np.floor(vl + 0.5))
+            il, jl = _nearest_pixel(x * inv_z, y * inv_z, K_labels)
             if 0 <= il < lh and 0 <= jl < lw and reject_label[labels[il, jl]]:
                 continue
-        if depth[i, j] == 0.0 or z < depth[i, j]:
-            depth[i, j] = z
+        current = depth[i, j]
+        nearer = np.float32(z)
+        depth[i, j] = nearer if (current == 0.0) | (nearer < current) else current
         written += 1
     return written
 
 
 @nb.njit(cache=True, nogil=True)
-def static_in_view(
+def register_sweep(
     points: np.ndarray,
+    world_from_points: np.ndarray,
     cam_from_points: np.ndarray,
     K: np.ndarray,
     labels: np.ndarray,
     reject_label: np.ndarray,
-) -> np.ndarray:
-    """True for points that fall inside the label image and whose label is not rejected.
+    margin: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """World coordinates (M, 3) float64 of the sweep points that matter, and which of them are
+    trusted for accumulation into other frames.
 
-    Used to vet a neighbouring sweep with its own frame's semantics: a point that frame
-    cannot label might belong to a moving object, so it is not trusted for accumulation.
+    With labels (this frame's semantics, intrinsics K), only points its own camera sees,
+    within `margin` pixels of the label image, are kept: a spinning LiDAR sees all around,
+    the camera about a quarter of that. Trusted are the kept points inside the label image
+    whose label is not rejected: a point this frame cannot label might belong to a moving
+    object. The margin keeps every point that lands in this frame's own (resized) image, so
+    the frame's depth loses nothing. Without labels every point is kept and trusted.
+
+    A loop, not `points @ R.T`: BLAS would start its thread pool for a 3x3 product, and its
+    spinning threads steal the cores the read-ahead and shard-writer threads need.
     """
+    n_points = points.shape[0]
     lh, lw = labels.shape
-    out = np.zeros(points.shape[0], dtype=np.bool_)
-    for n in range(points.shape[0]):
-        u, v, z = _to_pixel(points[n], cam_from_points, K)
-        if z <= 0.0:
-            continue
-        j = int(np.floor(u + 0.5))
-        i = int(np.floor(v + 0.5))
-        if 0 <= i < lh and 0 <= j < lw:
-            out[n] = not reject_label[labels[i, j]]
-    return out
+    kept = np.ones(n_points, dtype=np.bool_)
+    trusted = np.ones(n_points, dtype=np.bool_)
+    if lh > 0:
+        for n in range(n_points):
+            x, y, z = _to_camera(points, n, cam_from_points)
+            if z <= 0.0:
+                kept[n] = False
+                continue
+            inv_z = 1.0 / z
+            i, j = _nearest_pixel(x * inv_z, y * inv_z, K)
+            kept[n] = -margin <= i < lh + margin and -margin <= j < lw + margin
+            trusted[n] = 0 <= i < lh and 0 <= j < lw and not reject_label[labels[i, j]]
+    count = int(kept.sum())
+    world = np.empty((count, 3), dtype=np.float64)
+    out_trusted = np.empty(count, dtype=np.bool_)
+    m = 0
+    for n in range(n_points):
+        if kept[n]:
+            world[m, 0], world[m, 1], world[m, 2] = _to_camera(points, n, world_from_points)
+            out_trusted[m] = trusted[n]
+            m += 1
+    return world, out_trusted
 
 
 @nb.njit(cache=True, nogil=True)

@@ -1,8 +1,10 @@
 """Reads a unit's input files on a background thread, in the order the build needs them.
 
 PNG decoding and file reads release the GIL, so while the main thread projects and writes
-frame t, the reader decodes the sweeps and images of the next frames. Each file is still
-read once and its result is dropped once handed over. Reads run at most `lookahead` keys
+frame t, two reader threads decode the sweeps and images of the next frames. Decoding is the
+build's longest chain of work (it is the I/O floor itself), so it is split over two threads
+rather than left to one that the other threads keep preempting. Each file is still read once
+and its result is dropped once handed over. Reads run at most `lookahead` keys
 past the one last asked for; results nobody asks for (e.g. the image of a frame whose
 sweep was corrupt) stay until `close`, so memory is bounded by the lookahead plus a unit's
 skipped frames.
@@ -24,14 +26,20 @@ class ReadAhead:
     a key outside `order` is read on the spot.
     """
 
-    def __init__(self, readers: dict[str, Callable[[int], Any]], order: Iterable[Key], lookahead: int = 6):
+    def __init__(
+        self,
+        readers: dict[str, Callable[[int], Any]],
+        order: Iterable[Key],
+        lookahead: int = 6,
+        threads: int = 2,
+    ):
         self.readers = readers
         self.order = list(dict.fromkeys(order))
         self.position = {key: n for n, key in enumerate(self.order)}
         self.lookahead = lookahead
         self._next = 0
         self._pending: dict[Key, Future] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readahead")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="readahead")
 
     def _submit_until(self, stop: int) -> None:
         while self._next < min(stop, len(self.order)):

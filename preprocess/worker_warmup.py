@@ -14,9 +14,8 @@ from . import build  # noqa: F401  (the workers' own imports)
 from .projection import (
     NO_LABELS,
     depth_to_world,
+    register_sweep,
     remove_occluded,
-    static_in_view,
-    transform_points,
     zbuffer_points,
 )
 
@@ -24,11 +23,10 @@ from .projection import (
 def _run_kernels_once() -> None:
     points, pose, K = np.ones((1, 3)), np.eye(4), np.eye(3)
     depth, labels, lut = np.zeros((2, 2), np.float32), np.zeros((2, 2), np.uint8), np.zeros(256, np.bool_)
-    transform_points(points, pose)
-    transform_points(points.astype(np.float32), pose)
+    sweep = np.ones((1, 4), np.float32)[:, :3]  # the (x, y, z) view of a raw sweep's rows
     for image_labels in (NO_LABELS, labels):
+        register_sweep(sweep, pose, pose, K, image_labels, lut, 1)
         zbuffer_points(points, np.ones(1, np.bool_), pose, K, depth, 0.1, image_labels, K, lut)
-    static_in_view(points, pose, K, labels, lut)
     remove_occluded(depth, 1, 0.05)
     depth_to_world(depth, K, pose)
 

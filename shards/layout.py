@@ -29,6 +29,9 @@ class ArraySpec:
         sizes = {"H": height, "W": width}
         return tuple(sizes.get(d, d) for d in self.trailing)  # type: ignore[arg-type]
 
+    def frame_bytes(self, height: int, width: int) -> int:
+        return int(np.prod(self.frame_shape(height, width))) * self.dtype.itemsize
+
 
 ARRAY_SPECS: tuple[ArraySpec, ...] = (
     ArraySpec("image", np.dtype(np.uint8), ("H", "W", 3)),

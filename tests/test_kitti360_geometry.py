@@ -8,7 +8,7 @@ import pytest
 from preprocess.accumulate import DepthSettings, SweepWindow
 from preprocess.frames import resize_image
 from preprocess.kitti360 import Sequence, list_sequences, read_calibration
-from preprocess.projection import resized_intrinsics, target_size
+from preprocess.projection import NO_LABELS, label_lut, register_sweep, resized_intrinsics, target_size
 from preprocess.reference import reference_depth
 from preprocess.synthetic.accuracy import depth_accuracy, depth_pairs
 
@@ -95,3 +95,38 @@ def test_image_resize_keeps_pixel_centre_geometry():
     expected = (np.arange(518) + 0.5) * 1408 / 518 - 0.5
     error_px = (resized[70, 2:-2, 0] - expected[2:-2]) * 518 / 1408  # in output pixels (borders clamp)
     assert np.abs(error_px).max() < 0.1 and abs(error_px.mean()) < 1e-3
+
+
+def test_register_sweep_keeps_what_its_camera_sees():
+    """A sweep keeps (in world coordinates) every point its own camera sees and trusts those
+    inside its label image that are not dynamic; without labels it keeps and trusts all."""
+    rng = np.random.default_rng(0)
+    K = np.array([[300.0, 0.0, 50.0], [0.0, 300.0, 20.0], [0.0, 0.0, 1.0]])
+    labels = rng.choice(np.array([7, 11, 26], np.uint8), size=(40, 100))
+    reject = label_lut(DepthSettings().dynamic_labels)
+    cam_from_points = np.eye(4)
+    cam_from_points[:3, 3] = [0.5, -0.2, 0.1]
+    world_from_points = np.eye(4)
+    world_from_points[:3, :3] = [[0, -1, 0], [1, 0, 0], [0, 0, 1]]
+    world_from_points[:3, 3] = [10.0, 20.0, 1.0]
+    points = rng.uniform([-30, -12, -30], [30, 12, 30], size=(20000, 3)).astype(np.float32)
+
+    world, trusted = register_sweep(points, world_from_points, cam_from_points, K, labels, reject, 1)
+
+    cam = points.astype(np.float64) + cam_from_points[:3, 3]
+    z = np.where(cam[:, 2] > 0, cam[:, 2], np.nan)
+    cols = np.floor(K[0, 0] * cam[:, 0] / z + K[0, 2] + 0.5)
+    rows = np.floor(K[1, 1] * cam[:, 1] / z + K[1, 2] + 0.5)
+    kept = (rows >= -1) & (rows <= 40) & (cols >= -1) & (cols <= 100)
+    inside = (rows >= 0) & (rows < 40) & (cols >= 0) & (cols < 100)
+    label = np.zeros(len(points), np.uint8)
+    label[inside] = labels[rows[inside].astype(int), cols[inside].astype(int)]
+    expected_world = points[kept].astype(np.float64) @ world_from_points[:3, :3].T + world_from_points[:3, 3]
+    np.testing.assert_allclose(world, expected_world, atol=1e-9)
+    np.testing.assert_array_equal(trusted, (inside & ~reject[label])[kept])
+    assert 0 < len(world) < len(points) and 0 < trusted.sum() < len(world)
+
+    world_all, trusted_all = register_sweep(
+        points, world_from_points, cam_from_points, K, NO_LABELS, reject, 1
+    )
+    assert len(world_all) == len(points) and trusted_all.all()

@@ -10,7 +10,8 @@ from preprocess.errors import InputError
 from preprocess.readahead import ReadAhead
 
 
-def test_reads_each_key_once_ahead_of_use_and_reraises_errors():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_reads_each_key_once_ahead_of_use_and_reraises_errors(threads):
     calls: list[tuple[str, int]] = []
     lock = threading.Lock()
 
@@ -25,7 +26,8 @@ def test_reads_each_key_once_ahead_of_use_and_reraises_errors():
         return read
 
     order = [("sweep", f) for f in range(5)] + [("image", f) for f in range(5)]
-    with ReadAhead({"sweep": reader("sweep"), "image": reader("image")}, order, lookahead=2) as reads:
+    readers = {"sweep": reader("sweep"), "image": reader("image")}
+    with ReadAhead(readers, order, lookahead=2, threads=threads) as reads:
         assert reads.get(("sweep", 0)) == ("sweep", 0)
         assert len(calls) <= 3, "no more than `lookahead` reads beyond the one asked for"
         for f in range(1, 5):
@@ -36,4 +38,4 @@ def test_reads_each_key_once_ahead_of_use_and_reraises_errors():
             reads.get(("image", 2))
         assert reads.get(("image", 4)) == ("image", 4)
     assert sorted(set(calls)) == sorted(calls), "no file is read twice"
-    assert calls[: len(order)] == order[: len(calls)], "reads follow the consumption order"
+    assert set(calls) == set(order[: len(calls)]), "reads follow the consumption order"
