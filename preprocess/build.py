@@ -263,7 +263,7 @@ def build(
     if workers <= 1:
         _build_units_here(root, out, todo, config, on_frame=lambda: bar.update(1))
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
             futures = {pool.submit(build_unit, root, out, u, config): u for u in todo}
             for future in as_completed(futures):
                 future.result()
@@ -272,7 +272,7 @@ def build(
     return _record(out, plans, empty, config, split)
 
 
-def _worker_context() -> BaseContext:
+def worker_context() -> BaseContext:
     """Workers fork from a server that imported and warmed the build code once (about 2 s a
     worker otherwise); spawn where there is no forkserver (Windows)."""
     if "forkserver" not in get_all_start_methods():

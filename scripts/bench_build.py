@@ -4,7 +4,8 @@ Measured in one run, on the same data:
   * build end to end (decode, project, write) with 1 and 2 workers; one worker keeps more than
     one core busy (read-ahead and shard-writer threads), so scaling is also measured per core:
     1 worker confined to 1 core against 2 workers on 2 cores (fresh processes under Linux CPU
-    affinity; interpreter start-up not counted, worker start-up counted);
+    affinity; interpreter start-up and Numba kernel loading not counted for the 1-worker run,
+    the 2 workers' start-up counted, and also measured alone to show steady-state scaling);
   * a plain-NumPy per-frame reference that re-reads and re-projects all 2N+1 sweeps for
     every frame and writes the same outputs;
   * the I/O floor: reading and decoding every input once.
@@ -105,6 +106,7 @@ CONFINED_BUILD = """
 import json, sys, time
 from pathlib import Path
 from preprocess.build import BuildConfig
+import preprocess.worker_warmup  # kernels loaded before the clock starts, as build workers have them
 sys.path.insert(0, sys.argv[1])
 from bench_build import cpu_seconds, fresh_build
 config = BuildConfig(chunk_frames=int(sys.argv[4]))
@@ -113,18 +115,37 @@ frames = fresh_build(Path(sys.argv[2]), Path(sys.argv[3]), config, int(sys.argv[
 print(json.dumps([time.perf_counter() - start, cpu_seconds() - cpu, frames]))
 """
 
+# Time until every build worker can take work: the forkserver imports and warms the build
+# code, then forks the workers. Paid once per multi-worker build.
+CONFINED_WORKER_STARTUP = """
+import json, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from preprocess.build import worker_context
+workers = int(sys.argv[1])
+start = time.perf_counter()
+with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
+    [f.result() for f in [pool.submit(os.getpid) for _ in range(workers)]]
+    print(json.dumps(time.perf_counter() - start))
+"""
 
-def confined_build(root: Path, out: Path, config: BuildConfig, workers: int) -> tuple[float, float, int]:
-    """(wall, CPU, frames) of a build in a fresh process confined to `workers` cores from birth,
-    so every thread it and its workers start stays on those cores (affinity is per thread)."""
-    cores = sorted(os.sched_getaffinity(0))[:workers]
-    args = [str(Path(__file__).parent), str(root), str(out), str(config.chunk_frames), str(workers)]
+
+def confined(script: str, args: list[str], cores: int):
+    """JSON printed last by `script`, run in a fresh process confined to `cores` cores from
+    birth, so every thread it and its workers start stays on those cores (affinity is per
+    thread)."""
+    allowed = sorted(os.sched_getaffinity(0))[:cores]
     result = subprocess.run(
-        [sys.executable, "-c", CONFINED_BUILD, *args],
-        preexec_fn=lambda: os.sched_setaffinity(0, cores),
+        [sys.executable, "-c", script, *args],
+        preexec_fn=lambda: os.sched_setaffinity(0, allowed),
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    return tuple(json.loads(result.stdout.strip().splitlines()[-1]))
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def confined_build(root: Path, out: Path, config: BuildConfig, workers: int) -> tuple[float, float, int]:
+    """(wall, CPU, frames) of a build with `workers` workers confined to as many cores."""
+    args = [str(Path(__file__).parent), str(root), str(out), str(config.chunk_frames), str(workers)]
+    return tuple(confined(CONFINED_BUILD, args, workers))
 
 
 def main() -> None:
@@ -155,6 +176,8 @@ def main() -> None:
                 confined_build(root, work / f"cores{workers}", config, workers) for _ in range(args.repeat)
             ]
             rows.append((label, *sorted(runs)[len(runs) // 2]))
+        startups = sorted(confined(CONFINED_WORKER_STARTUP, ["2"], 2) for _ in range(args.repeat))
+        startup = startups[len(startups) // 2]
     print(f"\nsynthetic KITTI-360, 2 sequences x {args.frames} frames, --accumulate 4, width 518, "
           f"{os.cpu_count()} CPU cores")  # fmt: skip
     print(f"{'pipeline':32s} {'frames':>7s} {'seconds':>8s} {'frames/s':>9s} {'CPU s':>7s}")
@@ -169,6 +192,11 @@ def main() -> None:
     if per_core:
         print(
             f"scaling per core, 1 worker on 1 core -> 2 workers on 2 cores: {per_core[1] / per_core[0]:.2f}x"
+        )
+        (_, one_core, _, n1), (_, two_cores, _, n2) = rows[4:6]
+        print(
+            f"  the 2-worker build includes {startup:.2f} s of one-time worker start-up; without it: "
+            f"{n2 / (two_cores - startup) / (n1 / one_core):.2f}x"
         )
 
 
