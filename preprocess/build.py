@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_all_start_methods, get_context
+from multiprocessing import forkserver, get_all_start_methods, get_context
 from multiprocessing.context import BaseContext
 from pathlib import Path
 
@@ -243,6 +243,7 @@ def build(
     if split not in SPLITS:
         raise ValueError(f"--split must be one of {SPLITS}, got {split!r}")
     read_calibration(root)  # fail fast on calibration problems, before any work
+    context = worker_context() if workers > 1 else None  # workers start up while units are planned
     names, explicit = _resolve_sequences(root, seqs)
     lists = read_split_lists(root)
     out.mkdir(parents=True, exist_ok=True)
@@ -263,8 +264,11 @@ def build(
     if workers <= 1:
         _build_units_here(root, out, todo, config, on_frame=lambda: bar.update(1))
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
-            futures = {pool.submit(build_unit, root, out, u, config): u for u in todo}
+        # largest units first: workers take them in submission order, so the short ones (a
+        # sequence's last, partial unit) fill in at the end instead of leaving a worker idle
+        by_size = sorted(todo, key=lambda u: len(u.centres), reverse=True)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {pool.submit(build_unit, root, out, u, config): u for u in by_size}
             for future in as_completed(futures):
                 future.result()
                 bar.update(len(futures[future].centres))
@@ -274,11 +278,13 @@ def build(
 
 def worker_context() -> BaseContext:
     """Workers fork from a server that imported and warmed the build code once (about 2 s a
-    worker otherwise); spawn where there is no forkserver (Windows)."""
+    worker otherwise); spawn where there is no forkserver (Windows). The server starts here,
+    so its imports overlap whatever the caller does before submitting work."""
     if "forkserver" not in get_all_start_methods():
         return get_context("spawn")
     context = get_context("forkserver")
     context.set_forkserver_preload(["preprocess.worker_warmup"])
+    forkserver.ensure_running()
     return context
 
 

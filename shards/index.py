@@ -10,15 +10,12 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .layout import INDEX_DIR, TMP_MARK
-
-if TYPE_CHECKING:  # pandas loads on first use (via pyarrow), not in every build worker
-    import pandas as pd
 
 STRATA = ("building_rich", "mixed", "road", "unlabelled")
 BUILDING_RICH_MIN = 0.30

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import zarr
 
 from .index import read_index
 from .layout import ARRAY_NAMES
-
-if TYPE_CHECKING:  # pandas loads on first use (via pyarrow), not in every build worker
-    import pandas as pd
 
 
 class ShardStore:
