@@ -38,8 +38,11 @@ def resized_intrinsics(K: np.ndarray, native_wh: tuple[int, int], target_wh: tup
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _to_camera(points: np.ndarray, n: int, T: np.ndarray) -> tuple[float, float, float]:
-    """Point n of (N, 3) `points` through the 4x4 rigid transform T, as float64."""
+def _transform_point(points: np.ndarray, n: int, T: np.ndarray) -> tuple[float, float, float]:
+    """Point n of (N, 3) `points` through the 4x4 rigid transform T, as float64.
+
+    A loop body, not `points @ R.T`: BLAS would start its thread pool for a 3x3 product, and
+    its spinning threads steal the cores the read-ahead and shard-writer threads need."""
     px, py, pz = np.float64(points[n, 0]), np.float64(points[n, 1]), np.float64(points[n, 2])
     x = T[0, 0] * px + T[0, 1] * py + T[0, 2] * pz + T[0, 3]
     y = T[1, 0] * px + T[1, 1] * py + T[1, 2] * pz + T[1, 3]
@@ -80,15 +83,16 @@ def zbuffer_points(
     for n in range(points.shape[0]):
         if not keep[n]:
             continue
-        x, y, z = _to_camera(points, n, cam_from_points)
+        x, y, z = _transform_point(points, n, cam_from_points)
         if z <= min_depth:
             continue
         inv_z = 1.0 / z
-        i, j = _nearest_pixel(x * inv_z, y * inv_z, K)
+        xn, yn = x * inv_z, y * inv_z
+        i, j = _nearest_pixel(xn, yn, K)
         if i < 0 or i >= height or j < 0 or j >= width:
             continue
         if lh > 0:
-            il, jl = _nearest_pixel(x * inv_z, y * inv_z, K_labels)
+            il, jl = _nearest_pixel(xn, yn, K_labels)
             if 0 <= il < lh and 0 <= jl < lw and reject_label[labels[il, jl]]:
                 continue
         current = depth[i, j]
@@ -117,9 +121,6 @@ def register_sweep(
     whose label is not rejected: a point this frame cannot label might belong to a moving
     object. The margin keeps every point that lands in this frame's own (resized) image, so
     the frame's depth loses nothing. Without labels every point is kept and trusted.
-
-    A loop, not `points @ R.T`: BLAS would start its thread pool for a 3x3 product, and its
-    spinning threads steal the cores the read-ahead and shard-writer threads need.
     """
     n_points = points.shape[0]
     lh, lw = labels.shape
@@ -127,7 +128,7 @@ def register_sweep(
     trusted = np.ones(n_points, dtype=np.bool_)
     if lh > 0:
         for n in range(n_points):
-            x, y, z = _to_camera(points, n, cam_from_points)
+            x, y, z = _transform_point(points, n, cam_from_points)
             if z <= 0.0:
                 kept[n] = False
                 continue
@@ -141,7 +142,7 @@ def register_sweep(
     m = 0
     for n in range(n_points):
         if kept[n]:
-            world[m, 0], world[m, 1], world[m, 2] = _to_camera(points, n, world_from_points)
+            world[m, 0], world[m, 1], world[m, 2] = _transform_point(points, n, world_from_points)
             out_trusted[m] = trusted[n]
             m += 1
     return world, out_trusted

@@ -1,4 +1,4 @@
-"""Reads a unit's input files on a background thread, in the order the build needs them.
+"""Reads a unit's input files on background threads, in the order the build needs them.
 
 PNG decoding and file reads release the GIL, so while the main thread projects and writes
 frame t, two reader threads decode the sweeps and images of the next frames. Decoding is the

@@ -193,10 +193,10 @@ def main() -> None:
         print(
             f"scaling per core, 1 worker on 1 core -> 2 workers on 2 cores: {per_core[1] / per_core[0]:.2f}x"
         )
-        (_, one_core, _, n1), (_, two_cores, _, n2) = rows[4:6]
+        _, two_cores, _, n2 = rows[5]
         print(
             f"  the 2-worker build includes {startup:.2f} s of one-time worker start-up; without it: "
-            f"{n2 / (two_cores - startup) / (n1 / one_core):.2f}x"
+            f"{n2 / (two_cores - startup) / per_core[0]:.2f}x"
         )
 
 
