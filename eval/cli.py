@@ -48,17 +48,18 @@ def evaluate(
     top_k: Annotated[int, typer.Option(help="Keep-list: top k per headline metric")] = 1,
 ) -> None:
     """Evaluate (resumably) and write windows.parquet, metrics, plots and report.md."""
-    from .pipeline import EvalRequest, run_evaluation
+    from .pipeline import run_evaluation
+    from .settings import EvalSettings
 
     _setup_logging()
-    request = EvalRequest(
+    settings = EvalSettings(
         ckpt_dir=ckpt_dir, shards=shards, weights=weights, seed=seed, model_size=model_size, split=split,
         seq_len=seq_len, seq_stride=seq_stride, max_seqs=max_seqs, align=align,
         out=out or Path(ckpt_dir) / "eval", device=device, bf16=bf16, geometry=geometry,
         composite=json.loads(composite) if composite else None, top_k=top_k,
     )  # fmt: skip
     try:
-        report = run_evaluation(request)
+        report = run_evaluation(settings)
     except (FileNotFoundError, ValueError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(code=2) from None

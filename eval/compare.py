@@ -10,10 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .discover import BASELINE  # noqa: E402
-from .report import load_results, per_window  # noqa: E402
-from .runner import HEADLINE, headline_name  # noqa: E402
-from .stats import higher_is_better, paired_bootstrap_ci, verdict  # noqa: E402
+from .checkpoints import BASELINE  # noqa: E402
+from .results import HEADLINE, headline_name, load_results, per_window  # noqa: E402  # noqa: E402
+from .statistics import higher_is_better, paired_bootstrap_ci, verdict  # noqa: E402
 
 
 def _best(overall: pd.DataFrame) -> str:

@@ -11,9 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .discover import BASELINE  # noqa: E402
-from .runner import HEADLINE, headline_name  # noqa: E402
-from .stats import higher_is_better  # noqa: E402
+from .checkpoints import BASELINE  # noqa: E402
+from .results import HEADLINE, headline_name  # noqa: E402
+from .statistics import higher_is_better  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

@@ -1,6 +1,6 @@
 """Run VGGT (baseline or with one peft adapter) on a window of stored frames.
 
-The base model is built exactly as the trainer builds it (`train.modeling.build_base_model`),
+The base model is built exactly as the trainer builds it (`train.model.build_base_model`),
 so an adapter always meets the base weights it was trained on. Without pretrained weights
 the base is a random init fixed by `seed`: adapters trained on such a base are only
 meaningful when evaluated with the trainer's `run.seed`.
@@ -17,12 +17,9 @@ from peft import PeftModel
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from train.config import ModelConfig
-from train.lora import load_adapter
-from train.model import as_model_input, decode_pose
-from train.modeling import build_base_model
+from train.model import as_model_input, build_base_model, decode_pose, load_adapter
+from train.run_dir import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
-from .discover import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from .window_metrics import Prediction
 
 
@@ -54,7 +51,7 @@ class Predictor:
     def __init__(self, model_size: str, weights: str | None, device: str, bf16: bool, seed: int = 0) -> None:
         self.device = resolve_device(device)
         use_bf16 = bf16 and self.device.type == "cuda"
-        base = build_base_model(ModelConfig(size=model_size, weights=weights), seed, bf16=use_bf16)
+        base = build_base_model(size=model_size, weights=weights, seed=seed, bf16=use_bf16)
         self.model: torch.nn.Module = base.to(self.device).eval()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)

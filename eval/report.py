@@ -1,116 +1,81 @@
-"""Aggregate finished checkpoints: paired comparisons with the baseline, composite score,
-best checkpoints, keep-list, `metrics_overall.csv`, `windows.parquet` and `report.md`."""
+"""`report.md`: what was evaluated, best checkpoints with intervals, what changed."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from .discover import BASELINE
-from .runner import HEADLINE, headline_name
-from .stats import higher_is_better, paired_bootstrap_ci, verdict
 
-DEFAULT_COMPOSITE = {
-    "depth/all/abs_rel": 0.3,
-    "depth/building/abs_rel": 0.3,
-    "depth/all/delta1": 0.1,
-    "pose/pose/auc_30": 0.1,
-    "pose/pose/ate_rmse": 0.1,
-    "geometry/normals/normal_median": 0.1,
-}
+def _fmt(v: float) -> str:
+    return "-" if v != v else f"{v:.4g}"
 
 
-def load_results(out: Path) -> tuple[pd.DataFrame, list[dict]]:
-    """All finished checkpoints' window rows and summaries (unfinished ones are ignored)."""
-    summaries = [json.loads(p.read_text()) for p in sorted(out.glob("*_metrics.json"))]
-    tables = [pd.read_parquet(out / f"{s['checkpoint']}_windows.parquet") for s in summaries]
-    rows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    summaries.sort(key=lambda s: (s["checkpoint"] != BASELINE, s["epoch"] if s["epoch"] is not None else 1e9))
-    return rows, summaries
-
-
-def per_window(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """checkpoint x window table of one headline metric."""
-    mg, group, name = metric.split("/")
-    sel = rows[(rows["metric_group"] == mg) & (rows["group"] == group)]
-    if name not in sel:
-        return pd.DataFrame()
-    return sel.pivot_table(index="window", columns="checkpoint", values=name, aggfunc="first")
-
-
-def paired_table(rows: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
-    """Per checkpoint and headline metric: mean, paired (ckpt - baseline) interval, verdict."""
-    records = []
-    for mg, group, name in HEADLINE:
-        metric = headline_name(mg, group, name)
-        table = per_window(rows, metric)
-        if table.empty or BASELINE not in table:
-            continue
-        for tag in table.columns:
-            if tag == BASELINE:
-                continue
-            pair = table[[tag, BASELINE]].dropna()
-            diff = paired_bootstrap_ci(pair[tag].to_numpy(), pair[BASELINE].to_numpy(), n_boot=n_boot)
-            records.append(
-                {
-                    "checkpoint": tag, "metric": metric, "mean": float(pair[tag].mean()),
-                    "baseline": float(pair[BASELINE].mean()), "diff": diff.mean, "diff_lo": diff.lo,
-                    "diff_hi": diff.hi, "windows": diff.n, "verdict": verdict(diff, name),
-                }
-            )  # fmt: skip
-    return pd.DataFrame(records)
-
-
-def composite_scores(summaries: list[dict], weights: dict[str, float]) -> dict[str, float]:
-    """Weighted relative improvement over the baseline (0 = baseline, higher = better);
-    metrics a checkpoint lacks are left out of its weighted mean."""
-    base = next((s["metrics"] for s in summaries if s["checkpoint"] == BASELINE), None)
-    scores = {}
+def write_report(
+    path: Path,
+    summaries: list[dict],
+    overall: pd.DataFrame,
+    paired: pd.DataFrame,
+    best: dict[str, str],
+    keep: list[str],
+    weights: dict[str, float],
+    plots: list[Path],
+) -> Path:
+    settings = summaries[0]["settings"] if summaries else {}
+    lines = [
+        "# VGGT evaluation report",
+        "",
+        "## What was evaluated",
+        f"- checkpoints: {', '.join(s['checkpoint'] for s in summaries)}",
+        f"- split `{settings.get('split')}`, windows of {settings.get('seq_len')} frames every "
+        f"{settings.get('seq_stride')} frames: {summaries[0]['windows'] if summaries else 0} windows",
+        f"- base weights: `{settings.get('weights')}`; device `{settings.get('device')}`, "
+        f"bf16={settings.get('bf16')}",
+        f"- alignment: depth `{settings.get('align')}` (one least-squares scale per window unless stated), "
+        "points Sim(3) Umeyama on valid pixels (`sim3_points`), poses Sim(3) Umeyama on camera centres",
+        "- intervals: 95% percentile bootstrap over windows; a change counts as a gain or loss only "
+        "where the paired (checkpoint - baseline) interval excludes zero",
+        "",
+        "## Headline metrics (mean [95% CI])",
+        "",
+    ]
+    metrics = [c for c in overall.columns if c.count("/") == 2 and not c.startswith("runtime")]
+    lines.append("| checkpoint | " + " | ".join(metrics) + " | composite |")
+    lines.append("|---" * (len(metrics) + 2) + "|")
+    for _, row in overall.iterrows():
+        cells = [f"{_fmt(row[m])} [{_fmt(row[m + '/ci_lo'])}, {_fmt(row[m + '/ci_hi'])}]" for m in metrics]
+        lines.append(f"| {row['checkpoint']} | " + " | ".join(cells) + f" | {_fmt(row['composite'])} |")
+    lines += ["", "## Best checkpoints", ""]
+    lines += [f"- by `{k}`: **{v}**" for k, v in best.items()] or ["- only the baseline was evaluated"]
+    lines += [
+        f"- keep-list: {', '.join(keep)}",
+        "",
+        "Composite score weights (relative improvement over baseline):",
+        "",
+    ]
+    lines += [f"- `{k}`: {w}" for k, w in weights.items()]
+    lines += ["", "## Paired comparison with the baseline", ""]
+    if paired.empty:
+        lines.append("No checkpoint besides the baseline.")
+    else:
+        for verdict_name in ("gain", "loss", "no significant change"):
+            sel = paired[paired["verdict"] == verdict_name]
+            lines.append(f"### {verdict_name} ({len(sel)})")
+            for _, r in sel.iterrows():
+                lines.append(
+                    f"- {r['checkpoint']} `{r['metric']}`: {_fmt(r['mean'])} vs {_fmt(r['baseline'])}, "
+                    f"diff {_fmt(r['diff'])} [{_fmt(r['diff_lo'])}, {_fmt(r['diff_hi'])}] "
+                    f"over {r['windows']} windows"
+                )
+            lines.append("")
+    lines += ["## Runtime", ""]
     for s in summaries:
-        total = weight_sum = 0.0
-        for metric, w in weights.items():
-            if base is None or metric not in s["metrics"] or metric not in base:
-                continue
-            b, v = base[metric]["mean"], s["metrics"][metric]["mean"]
-            if not (np.isfinite(b) and np.isfinite(v)) or b == 0:
-                continue
-            sign = 1.0 if higher_is_better(metric) else -1.0
-            total += w * sign * (v - b) / abs(b)
-            weight_sum += w
-        scores[s["checkpoint"]] = total / weight_sum if weight_sum else float("nan")
-    return scores
-
-
-def overall_table(summaries: list[dict], scores: dict[str, float]) -> pd.DataFrame:
-    rows = []
-    for s in summaries:
-        flat = {"checkpoint": s["checkpoint"], "epoch": s["epoch"], "windows": s["windows"]}
-        for metric, v in s["metrics"].items():
-            flat[metric] = v["mean"]
-            flat[f"{metric}/ci_lo"] = v["lo"]
-            flat[f"{metric}/ci_hi"] = v["hi"]
-        flat.update({f"runtime/{k}": v for k, v in s["runtime"].items()})
-        flat["composite"] = scores.get(s["checkpoint"], float("nan"))
-        rows.append(flat)
-    return pd.DataFrame(rows)
-
-
-def best_and_keep(overall: pd.DataFrame, top_k: int = 1) -> tuple[dict[str, str], list[str]]:
-    """Best checkpoint by the composite and by each headline metric; keep-list = baseline +
-    top-k per headline metric."""
-    best, keep = {}, [BASELINE] if BASELINE in set(overall["checkpoint"]) else []
-    candidates = overall[overall["checkpoint"] != BASELINE]
-    if candidates.empty:
-        return best, keep
-    columns = ["composite"] + [headline_name(*h) for h in HEADLINE]
-    for column in columns:
-        if column not in candidates or candidates[column].isna().all():
-            continue
-        ascending = column != "composite" and not higher_is_better(column)
-        ranked = candidates.sort_values(column, ascending=ascending, na_position="last")
-        best[column] = str(ranked["checkpoint"].iloc[0])
-        keep += [c for c in ranked["checkpoint"].iloc[:top_k] if c not in keep]
-    return best, keep
+        rt = s["runtime"]
+        lines.append(
+            f"- {s['checkpoint']}: {_fmt(rt['frames_per_s'])} frames/s inference, "
+            f"{_fmt(rt['windows_per_s'])} windows/s overall, metrics {rt['metrics_share']:.0%} of eval time, "
+            f"peak GPU memory {_fmt(rt['peak_gpu_mem_gb'])} GB"
+        )
+    lines += ["", "## Plots", ""] + [f"- [{p.name}]({p.name})" for p in plots]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shards.windows import camera_centres
+
 from .align import align_points
 from .metrics.depth import depth_metrics
 from .metrics.geometry import GeometryParams, ReferenceGeometry, building_geometry, reference_geometry
 from .metrics.pointcloud import pointcloud_metrics
-from .metrics.pose import camera_centres, pose_metrics
+from .metrics.pose import pose_metrics
 from .windows import WindowData
 
 
@@ -60,7 +62,7 @@ def evaluate_window(
     pred: Prediction, gt: WindowData, options: MetricOptions, references: ReferenceCache | None = None
 ) -> list[dict]:
     """Rows `{metric_group, group, align, ..., metric values}` for one window."""
-    building = gt.building if gt.has_building_labels else None
+    building = gt.building_mask if gt.has_building_labels else None
     rows = [
         {"metric_group": "depth", **r}
         for r in depth_metrics(pred.depth, gt.depth, building, options.align).rows()
@@ -69,7 +71,7 @@ def evaluate_window(
         {"metric_group": "pose", **r} for r in pose_metrics(pred.cam_from_world, gt.cam_from_world).rows()
     ]
     # point metrics read only valid pixels: gather them once, flat
-    pixels = np.flatnonzero(gt.valid)
+    pixels = np.flatnonzero(gt.valid_mask)
     gt_points = gt.world_points.reshape(-1, 3)[pixels]
     pred_points = pred.world_points.reshape(-1, 3)[pixels].astype(np.float64)
     sim = align_points(pred_points, gt_points)
@@ -83,7 +85,7 @@ def evaluate_window(
     if options.geometry and pixel_building is not None and pixel_building.any():
 
         def make_reference() -> ReferenceGeometry:
-            viewpoints = camera_centres(gt.cam_from_world)[pixels // gt.valid[0].size]
+            viewpoints = camera_centres(gt.cam_from_world)[pixels // gt.valid_mask[0].size]
             return reference_geometry(gt_points, pixel_building, viewpoints, options.geometry_params)
 
         reference = make_reference() if references is None else references.get(gt.window_id, make_reference)

@@ -46,32 +46,35 @@ def select_windows(
 
 @dataclass
 class WindowData:
-    """Ground truth of one window, stacked."""
+    """Ground truth of one window: the shard contract's arrays, stacked over its frames."""
 
     window_id: str
-    images: np.ndarray  # [S,H,W,3] uint8
-    depth: np.ndarray  # [S,H,W] (0 = none)
-    valid: np.ndarray
-    building: np.ndarray
+    image: np.ndarray  # [S,H,W,3] uint8
+    depth: np.ndarray  # [S,H,W] float64 (0 = none)
+    valid_mask: np.ndarray
+    building_mask: np.ndarray
     has_building_labels: bool
-    world_points: np.ndarray  # [S,H,W,3]
+    world_points: np.ndarray  # [S,H,W,3] float64
     cam_from_world: np.ndarray  # [S,4,4]
     intrinsics: np.ndarray  # [S,3,3]
 
 
 def load_window(store: ShardStore, window: EvalWindow) -> WindowData:
-    frames = [store.read(window.sequence, f, dataset=window.dataset) for f in window.frames]
-    rows = store.index[
-        (store.index["sequence"] == window.sequence) & store.index["frame"].isin(window.frames)
+    arrays = store.read_window(window.dataset, window.sequence, window.frames)
+    index = store.index
+    rows = index[
+        (index["dataset"] == window.dataset)
+        & (index["sequence"] == window.sequence)
+        & index["frame"].isin(window.frames)
     ]
     return WindowData(
         window_id=window.window_id,
-        images=np.stack([f["image"] for f in frames]),
-        depth=np.stack([f["depth"] for f in frames]).astype(np.float64),
-        valid=np.stack([f["valid_mask"] for f in frames]),
-        building=np.stack([f["building_mask"] for f in frames]),
+        image=arrays["image"],
+        depth=arrays["depth"].astype(np.float64),
+        valid_mask=arrays["valid_mask"],
+        building_mask=arrays["building_mask"],
         has_building_labels=bool(rows["building_ratio"].notna().all()),
-        world_points=np.stack([f["world_points"] for f in frames]).astype(np.float64),
-        cam_from_world=np.stack([f["cam_from_world"] for f in frames]),
-        intrinsics=np.stack([f["intrinsics"] for f in frames]),
+        world_points=arrays["world_points"].astype(np.float64),
+        cam_from_world=arrays["cam_from_world"],
+        intrinsics=arrays["intrinsics"],
     )

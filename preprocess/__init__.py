@@ -1,1 +1,18 @@
+"""Raw datasets -> shards (`kitti360-prep`). From Python:
 
+    from preprocess.driver import build
+    from preprocess.sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
+    from preprocess.sources.colmap import ColmapConfig, ColmapScene, ColmapSource
+
+    build(Kitti360Source(root, Kitti360Config(depth=DepthSettings(accumulate=4))), out, workers=2)
+    build(ColmapSource(ColmapScene("courtyard", model_dir, image_dir)), out)
+
+- sources/: one package per dataset kind; each plans units and yields frame records
+- driver.py: units, resume, progress, workers, commits and the manifest, for every source
+- record.py: the frame record every source yields, and what of it is stored
+- imaging.py, kernels.py: resampling and the Numba kernels the sources share
+- readahead.py, worker_warmup.py: input decoding off the main thread, warm worker start-up
+- manifest.py: config hashes, input fingerprints, OUT/manifest.json
+- data_summary.py, summary_plots.py: `kitti360-prep stats`
+- synthetic/: the synthetic KITTI-360 scene with exact ground truth (`kitti360-prep synth`)
+"""

@@ -63,25 +63,25 @@ def build(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Project KITTI-360 LiDAR (+-N sweeps) into depth, masks and points; write shards."""
-    from .accumulate import DepthSettings
-    from .build import BuildConfig
-    from .build import build as run_build
+    from .driver import build as run_build
+    from .sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
 
     _setup_logging(verbose)
     try:
         labels = tuple(int(v) for v in building_labels.split(","))
-        config = BuildConfig(
+        config = Kitti360Config(
             depth=DepthSettings(accumulate=accumulate),
-            width=None if width == "native" else int(width),
+            width=_stored_width(width),
             building_labels=labels,
             chunk_frames=chunk_frames,
         )
-        summary = run_build(root, out, seqs, split, config, workers=workers, force=force)
+        summary = run_build(Kitti360Source(root, config, seqs, split), out, workers=workers, force=force)
     except (InputError, ValueError) as exc:
         _fail(exc)
-    written = sum(s.get("frames_written", 0) for s in summary["sequences"].values())
-    skipped = sum(len(s.get("skipped", {})) for s in summary["sequences"].values())
-    console.print(f"wrote {written} frames ({skipped} skipped, reasons in {summary['manifest']}) to {out}")
+    console.print(
+        f"wrote {summary['frames_written']} frames ({len(summary['skipped'])} skipped, "
+        f"reasons in {summary['manifest']}) to {out}"
+    )
 
 
 @app.command()
@@ -107,23 +107,23 @@ def colmap(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Project a COLMAP / ETH3D scene (sparse points or dense GT depth) into shards."""
-    from .colmap_build import ColmapConfig, ColmapSource, build_colmap
+    from .driver import build as run_build
+    from .sources.colmap import ColmapConfig, ColmapScene, ColmapSource
 
     _setup_logging(verbose)
     try:
-        source = ColmapSource(name, model, images, masks, depth, building_masks)
+        scene = ColmapScene(name, model, images, masks, depth, building_masks)
         config = ColmapConfig(
-            width=None if width == "native" else int(width),
-            depth_scale=depth_scale,
-            split=split,
-            chunk_frames=chunk_frames,
+            width=_stored_width(width), depth_scale=depth_scale, split=split, chunk_frames=chunk_frames
         )
-        summary = build_colmap(source, out, config, force=force)
+        summary = run_build(ColmapSource(scene, config), out, force=force)
     except (InputError, ValueError) as exc:
         _fail(exc)
+    key = f"{ColmapSource.dataset}/{name}"
+    unregistered = summary["sequences"][key]["unregistered"]
     console.print(
-        f"wrote {summary['frames_written']} frames of colmap/{name} ({len(summary['skipped'])} skipped, "
-        f"{len(summary['unregistered'])} unregistered, reasons in {summary['manifest']}) to {out}"
+        f"wrote {summary['frames_written']} frames of {key} ({len(summary['skipped'])} skipped, "
+        f"{len(unregistered)} unregistered, reasons in {summary['manifest']}) to {out}"
     )
 
 
@@ -136,7 +136,7 @@ def stats(
     """Coverage, valid points, building ratio and strata per split/sequence."""
     from shards import ShardStore
 
-    from .stats import building_ratio_histogram, sparse_sequences, summarize
+    from .data_summary import building_ratio_histogram, sparse_sequences, summarize
 
     try:
         store = ShardStore(out)
@@ -170,10 +170,15 @@ def stats(
             f"(median {row['median_points']:.0f}); too sparse to supervise depth"
         )
     if plots is not None:
-        from .plots import write_all
+        from .summary_plots import write_all
 
         for path in write_all(store, plots):
             console.print(f"plot: {path}")
+
+
+def _stored_width(width: str) -> int | None:
+    """--width: a number, or 'native' (None) to keep the source's size."""
+    return None if width == "native" else int(width)
 
 
 def _count(value: object) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from shards.layout import TMP_MARK, manifest_path
+from shards.atomic import write_text_atomic
+from shards.layout import manifest_path
 
 DISTRIBUTION = "kitti360-vggt"
 
@@ -35,10 +35,16 @@ def files_fingerprint(paths: Iterable[Path]) -> str:
 
 
 def config_hash(config: dict, fingerprint: str) -> str:
+    """A unit's completion marker: what it was built with, from which inputs, by which version."""
     payload = json.dumps(
         {"config": config, "inputs": fingerprint, "version": package_version()}, sort_keys=True
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def sequence_fingerprint(unit_hashes: Iterable[str]) -> str:
+    """One value that changes whenever any unit of a sequence would be rebuilt."""
+    return hashlib.sha256("|".join(unit_hashes).encode()).hexdigest()[:16]
 
 
 def read_manifest(out: Path) -> dict:
@@ -57,9 +63,4 @@ def update_manifest(out: Path, section: str, config: dict, sequences: dict[str, 
     manifest["version"] = package_version()
     manifest.setdefault("configs", {})[section] = config
     manifest.setdefault("sequences", {}).update(sequences)
-    path = manifest_path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(manifest_path(out), json.dumps(manifest, indent=2, sort_keys=True))

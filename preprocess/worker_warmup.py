@@ -10,14 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import build  # noqa: F401  (the workers' own imports)
-from .projection import (
-    NO_LABELS,
-    depth_to_world,
-    register_sweep,
-    remove_occluded,
-    zbuffer_points,
-)
+from . import driver  # noqa: F401  (the workers' own imports)
+from .kernels import NO_LABELS, depth_to_world, register_sweep, remove_occluded, zbuffer_points
+from .sources import kitti360  # noqa: F401  (the source `kitti360-prep build` runs in workers)
 
 
 def _run_kernels_once() -> None:

@@ -31,13 +31,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from preprocess.build import DATASET, BuildConfig, build
-from preprocess.frames import frame_record, resize_image, resize_labels
-from preprocess.kitti360 import Sequence, list_sequences, read_calibration
-from preprocess.projection import resized_intrinsics, target_size
-from preprocess.reference import reference_depth
+from preprocess.driver import build
+from preprocess.imaging import resize_image, resize_labels, resized_intrinsics, target_size
+from preprocess.sources.kitti360 import Kitti360Config, Kitti360Source
+from preprocess.sources.kitti360.reader import Sequence, list_sequences, read_calibration
+from preprocess.sources.kitti360.source import lidar_record
 from preprocess.synthetic import generate_synthetic_kitti360
 from shards import UnitWriter
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support ships outside the package
+from tests.support.reference_depth import reference_depth  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -71,45 +74,45 @@ def io_floor(root: Path) -> int:
     return frames
 
 
-def numpy_reference(root: Path, out: Path, config: BuildConfig) -> int:
+def numpy_reference(root: Path, out: Path, config: Kitti360Config) -> int:
     """The naive pipeline: every frame recomputed from raw files, same outputs written."""
     written = 0
     calib = read_calibration(root)
-    size = target_size(config.width, calib.width, calib.height)
-    K = resized_intrinsics(calib.K, (calib.width, calib.height), size)
+    size = target_size(config.width, calib.size)
+    K = resized_intrinsics(calib.K, calib.size, size)
+    dataset = Kitti360Source.dataset
     for name in list_sequences(root):
         seq = Sequence(root, name, calib)
         centres = sorted(set(seq.frames) & set(seq.world_from_rect))
-        writer = UnitWriter(out, DATASET, name, "reference", size[1], size[0], len(centres))
+        writer = UnitWriter(out, dataset, name, "reference", size.height, size.width, len(centres))
         for centre in centres:
             depth = reference_depth(seq, centre, K, size, config.depth)
             semantic = seq.read_semantic(centre)
             semantic = None if semantic is None else resize_labels(semantic, size)
-            arrays, stats = frame_record(
-                resize_image(seq.read_image(centre), size), depth, semantic, K,
+            record = lidar_record(
+                centre, "train", resize_image(seq.read_image(centre), size), depth, semantic, 9, K,
                 np.linalg.inv(seq.world_from_rect[centre]), config.building_labels,
             )  # fmt: skip
-            row = {"dataset": DATASET, "sequence": name, "frame": centre, "split": "train"}
-            writer.add(arrays, {**row, **stats, "sweeps": 9, "depth_source": "lidar"})
+            arrays, columns = record.stored()
+            writer.add(arrays, {"dataset": dataset, "sequence": name, **columns})
             written += 1
         writer.commit("reference")
     return written
 
 
-def fresh_build(root: Path, out: Path, config: BuildConfig, workers: int) -> int:
+def fresh_build(root: Path, out: Path, config: Kitti360Config, workers: int) -> int:
     shutil.rmtree(out, ignore_errors=True)
-    summary = build(root, out, config=config, workers=workers, progress=False)
-    return sum(s.get("frames_written", 0) for s in summary["sequences"].values())
+    return build(Kitti360Source(root, config), out, workers=workers, progress=False)["frames_written"]
 
 
 CONFINED_BUILD = """
 import json, sys, time
 from pathlib import Path
-from preprocess.build import BuildConfig
+from preprocess.sources.kitti360 import Kitti360Config
 import preprocess.worker_warmup  # kernels loaded before the clock starts, as build workers have them
 sys.path.insert(0, sys.argv[1])
 from bench_build import cpu_seconds, fresh_build
-config = BuildConfig(chunk_frames=int(sys.argv[4]))
+config = Kitti360Config(chunk_frames=int(sys.argv[4]))
 cpu, start = cpu_seconds(), time.perf_counter()
 frames = fresh_build(Path(sys.argv[2]), Path(sys.argv[3]), config, int(sys.argv[5]))
 print(json.dumps([time.perf_counter() - start, cpu_seconds() - cpu, frames]))
@@ -120,7 +123,7 @@ print(json.dumps([time.perf_counter() - start, cpu_seconds() - cpu, frames]))
 CONFINED_WORKER_STARTUP = """
 import json, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from preprocess.build import worker_context
+from preprocess.driver import worker_context
 workers = int(sys.argv[1])
 start = time.perf_counter()
 with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
@@ -142,7 +145,7 @@ def confined(script: str, args: list[str], cores: int):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def confined_build(root: Path, out: Path, config: BuildConfig, workers: int) -> tuple[float, float, int]:
+def confined_build(root: Path, out: Path, config: Kitti360Config, workers: int) -> tuple[float, float, int]:
     """(wall, CPU, frames) of a build with `workers` workers confined to as many cores."""
     args = [str(Path(__file__).parent), str(root), str(out), str(config.chunk_frames), str(workers)]
     return tuple(confined(CONFINED_BUILD, args, workers))
@@ -161,7 +164,7 @@ def main() -> None:
     root = work / "synthetic" / "KITTI-360"
     if not root.is_dir():  # a kept --workdir is reused (same frames: pass the same --frames)
         generate_synthetic_kitti360(work / "synthetic", frames=args.frames, seed=0, sequences=2)
-    config = BuildConfig(chunk_frames=args.chunk_frames)  # --accumulate 4, width 518
+    config = Kitti360Config(chunk_frames=args.chunk_frames)  # --accumulate 4, width 518
     fresh_build(root, work / "warmup", config, workers=1)  # JIT cache + page cache warm
 
     rows = [

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from preprocess.colmap import read_model
-from preprocess.colmap_build import ColmapConfig, ColmapSource, build_colmap
-from preprocess.colmap_synth import synthetic_colmap_model
-from preprocess.stats import DEFAULT_MIN_VALID_POINTS, sparse_sequences, summarize
+from preprocess.data_summary import DEFAULT_MIN_VALID_POINTS, sparse_sequences, summarize
+from preprocess.driver import build
+from preprocess.sources.colmap import ColmapConfig, ColmapScene, ColmapSource
+from preprocess.sources.colmap.reader import read_model
 from preprocess.synthetic import generate_synthetic_kitti360
 from shards import ShardStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support ships outside the package
+from tests.support.synthetic_colmap import synthetic_colmap_model  # noqa: E402
 
 
 def main() -> None:
@@ -43,12 +47,12 @@ def main() -> None:
     start = time.perf_counter()
     read_model(model.model)
     print(f"model read (pycolmap + tracks): {time.perf_counter() - start:.2f} s")
-    source = ColmapSource("bench", model.model, model.images)
+    scene = ColmapScene("bench", model.model, model.images)
     for width in (518, None):
         out = work / f"out_{width or 'native'}"
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
-        summary = build_colmap(source, out, ColmapConfig(width=width), progress=False)
+        summary = build(ColmapSource(scene, ColmapConfig(width=width)), out, progress=False)
         seconds = time.perf_counter() - start
         written, label = summary["frames_written"], width or "native"
         print(f"width {label}: {written} frames in {seconds:.2f} s = {written / seconds:.1f} frames/s")

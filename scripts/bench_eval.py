@@ -16,13 +16,14 @@ import json
 import tempfile
 from pathlib import Path
 
-from eval.discover import BASELINE, Checkpoint
+from eval.checkpoints import BASELINE, Checkpoint
 from eval.predict import Predictor
-from eval.runner import RunSettings, evaluate_checkpoint
-from eval.window_metrics import MetricOptions, ReferenceCache
+from eval.runner import evaluate_checkpoint
+from eval.settings import EvalSettings
+from eval.window_metrics import ReferenceCache
 from eval.windows import select_windows
-from preprocess.accumulate import DepthSettings
-from preprocess.build import BuildConfig, build
+from preprocess.driver import build
+from preprocess.sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
 from preprocess.synthetic import generate_synthetic_kitti360
 from shards import ShardStore
 
@@ -30,7 +31,8 @@ from shards import ShardStore
 def prepared_shards(work: Path) -> Path:
     scene = generate_synthetic_kitti360(work / "scene", frames=40, seed=0, sequences=2)
     out = work / "shards"
-    build(scene.root, out, split="val", config=BuildConfig(depth=DepthSettings(accumulate=2)), progress=False)
+    config = Kitti360Config(depth=DepthSettings(accumulate=2))
+    build(Kitti360Source(scene.root, config, split="val"), out, progress=False)
     return out
 
 
@@ -46,9 +48,9 @@ def main() -> None:
         shards = args.shards or prepared_shards(Path(tmp))
         store = ShardStore(shards)
         windows = select_windows(store.index, "val", args.seq_len, args.seq_len)
-        settings = RunSettings(
-            split="val", seq_len=args.seq_len, seq_stride=args.seq_len, align="window",
-            model_size=args.model_size, weights=None, seed=0, device=args.device, bf16=False, geometry=True,
+        settings = EvalSettings(
+            ckpt_dir=Path(tmp), shards=shards, out=Path(tmp), split="val", seq_len=args.seq_len,
+            seq_stride=args.seq_len, model_size=args.model_size, seed=0, device=args.device,
         )  # fmt: skip
         predictor = Predictor(args.model_size, None, args.device, bf16=False)
         predictor.predict(store.read(windows[0].sequence, windows[0].frames[0])["image"][None])  # warm-up
@@ -56,7 +58,7 @@ def main() -> None:
         runtimes = [
             evaluate_checkpoint(
                 Checkpoint(BASELINE if i == 0 else f"pass{i}", None, i), predictor, store, windows,
-                MetricOptions(), settings, Path(tmp), references,
+                settings, Path(tmp), references,
             )["runtime"]
             for i in range(args.passes)
         ]  # fmt: skip

@@ -19,8 +19,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from train.lora import LoraSpec, apply_lora
-from train.model import VGGT, build_model
+from train.model import VGGT, LoraSpec, apply_lora, build_model
 
 HEIGHT, WIDTH = 336, 518
 # Published (one H100, FlashAttention-3, 336x518, aggregator): frames -> (seconds, GB)

@@ -18,12 +18,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from preprocess.build import build
+from preprocess.driver import build
+from preprocess.sources.kitti360 import Kitti360Source
 from preprocess.synthetic import generate_synthetic_kitti360
 from train.config import load_config
 from train.data import RankSampler, WindowDataset
 from train.distributed import DistInfo
-from train.trainer import METRICS_FILE, Trainer
+from train.run_dir import METRICS_FILE
+from train.trainer import Trainer
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "train" / "demo.yaml"
 
@@ -64,7 +66,7 @@ def main() -> None:
     if shards is None:
         data = generate_synthetic_kitti360(work / "synthetic", frames=40)
         shards = work / "shards"
-        build(data.root, shards, progress=False)
+        build(Kitti360Source(data.root), shards, progress=False)
     loader_fps = loader_throughput(shards, windows=40, workers=2)
     steps_per_s, step_fps, wait = training_rate(shards, work / "run", args.steps)
     print("\ntraining input pipeline, 8-frame windows of 518x140 frames, CPU")

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
-from preprocess.kitti360 import Sequence, list_sequences, read_calibration
+from preprocess.sources.kitti360.reader import Sequence, list_sequences, read_calibration
 from preprocess.synthetic import generate_synthetic_kitti360
-from preprocess.synthetic.accuracy import depth_accuracy, depth_pairs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support ships outside the package
+from tests.support.accuracy import depth_accuracy, depth_pairs  # noqa: E402
 
 
 def main() -> None:

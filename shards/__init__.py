@@ -1,7 +1,7 @@
 """The on-disk contract shared by all stages (DESIGN.md): Zarr shards + Parquet index."""
 
-from .index import INDEX_COLUMNS, INDEX_SCHEMA, STRATA, read_index, stratum_of
-from .layout import ARRAY_NAMES, ARRAY_SPECS, UNLABELLED
+from .index import INDEX_COLUMNS, INDEX_SCHEMA, STRATA, STRATUM_MIN_RATIO, read_index, stratum_of
+from .layout import ARRAY_NAMES, ARRAY_SPECS, PATCH_SIZE, TMP_MARK, UNLABELLED, ImageSize
 from .store import ShardStore
 from .writer import UnitWriter, discard_debris, remove_unit
 
@@ -10,7 +10,11 @@ __all__ = [
     "ARRAY_SPECS",
     "INDEX_COLUMNS",
     "INDEX_SCHEMA",
+    "ImageSize",
+    "PATCH_SIZE",
     "STRATA",
+    "STRATUM_MIN_RATIO",
+    "TMP_MARK",
     "UNLABELLED",
     "ShardStore",
     "UnitWriter",

@@ -7,7 +7,6 @@ config hash in its metadata) is what marks the unit complete.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -15,12 +14,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .layout import INDEX_DIR, TMP_MARK
+from .atomic import is_staging, write_atomic
+from .layout import INDEX_DIR
 
 STRATA = ("building_rich", "mixed", "road", "unlabelled")
-BUILDING_RICH_MIN = 0.30
-MIXED_MIN = 0.10
-DEPTH_SOURCES = ("lidar", "colmap_sparse", "gt_dense")
+# building_ratio lower bounds of the first two strata (DESIGN.md)
+STRATUM_MIN_RATIO = {"building_rich": 0.30, "mixed": 0.10}
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -51,10 +50,9 @@ def stratum_of(building_ratio: float | None) -> str:
     """Bucket a frame by how much of it is building (DESIGN.md thresholds)."""
     if building_ratio is None:
         return "unlabelled"
-    if building_ratio >= BUILDING_RICH_MIN:
-        return "building_rich"
-    if building_ratio >= MIXED_MIN:
-        return "mixed"
+    for stratum, lowest in STRATUM_MIN_RATIO.items():
+        if building_ratio >= lowest:
+            return stratum
     return "road"
 
 
@@ -75,10 +73,7 @@ def write_index_file(
     table = table.replace_schema_metadata(
         {CONFIG_HASH_KEY: config_hash.encode(), SKIPPED_KEY: skipped_json.encode()}
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def index_config_hash(path: Path) -> str | None:
@@ -99,7 +94,7 @@ def index_skipped(path: Path) -> dict[int, str]:
 
 def read_index(out: Path) -> pd.DataFrame:
     """All finished units' rows under OUT/index as one DataFrame (empty with the schema if none)."""
-    files = sorted(p for p in (out / INDEX_DIR).glob("*.parquet") if TMP_MARK not in p.name)
+    files = sorted(p for p in (out / INDEX_DIR).glob("*.parquet") if not is_staging(p))
     tables = [pq.read_table(f, schema=INDEX_SCHEMA) for f in files]
     df = (pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()).to_pandas()
     # null where the building mask is unknown; one dtype whichever units hold nulls

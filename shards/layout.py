@@ -8,13 +8,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 SHARDS_DIR = "shards"
 INDEX_DIR = "index"
 MANIFEST_NAME = "manifest.json"
-TMP_MARK = ".tmp-"
+TMP_MARK = ".tmp-"  # in the name of anything still being written (see shards.atomic)
+# Stored image sides are multiples of VGGT's patch size, so frames feed the model uncropped.
+PATCH_SIZE = 14
+UNIT_SEPARATOR = "__"
+
+
+class ImageSize(NamedTuple):
+    """Pixel size of an image, in array order (height first, as in shapes and the index).
+    OpenCV wants (width, height): pass `size.wh`."""
+
+    height: int
+    width: int
+
+    @property
+    def wh(self) -> tuple[int, int]:
+        return self.width, self.height
 
 
 @dataclass(frozen=True)
@@ -44,13 +60,28 @@ ARRAY_SPECS: tuple[ArraySpec, ...] = (
 )
 ARRAY_NAMES: tuple[str, ...] = tuple(s.name for s in ARRAY_SPECS)
 
+
+def frame_bytes(height: int, width: int) -> int:
+    """Uncompressed bytes of one stored frame (all arrays)."""
+    return sum(spec.frame_bytes(height, width) for spec in ARRAY_SPECS)
+
+
 # Label value written where a frame has no semantic annotation.
 UNLABELLED = 255
 
 
 def unit_name(dataset: str, sequence: str, unit: str) -> str:
     """File-system-safe identifier of one written unit (used for the index file name)."""
-    return f"{dataset}__{sequence}__{unit}"
+    return UNIT_SEPARATOR.join((dataset, sequence, unit))
+
+
+def parse_unit_name(name: str) -> tuple[str, str, str]:
+    """(dataset, sequence, unit) of a `unit_name` (an index file's stem)."""
+    dataset, _, rest = name.partition(UNIT_SEPARATOR)
+    sequence, _, unit = rest.rpartition(UNIT_SEPARATOR)
+    if not (dataset and sequence and unit):
+        raise ValueError(f"{name!r} is not a unit name (dataset{UNIT_SEPARATOR}sequence{UNIT_SEPARATOR}unit)")
+    return dataset, sequence, unit
 
 
 def shard_relpath(dataset: str, sequence: str, unit: str) -> str:

@@ -12,7 +12,6 @@ unit that looks finished.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,8 +23,9 @@ from zarr.codecs import BloscCodec
 from zarr.core.array_spec import ArraySpec as ChunkSpec
 from zarr.core.buffer import Buffer
 
+from .atomic import discard_staging, publish_dir, staging_path
 from .index import write_index_file
-from .layout import ARRAY_SPECS, TMP_MARK, index_path, shard_relpath
+from .layout import ARRAY_SPECS, index_path, shard_relpath
 
 DEFAULT_FRAMES_PER_SHARD = 16
 
@@ -75,7 +75,7 @@ class UnitWriter:
         self.frames_per_shard = max(1, min(frames_per_shard, capacity))
         self.relpath = shard_relpath(dataset, sequence, unit)
         self.final_dir = self.out / self.relpath
-        self.tmp_dir = self.final_dir.with_name(f"{self.final_dir.name}{TMP_MARK}{os.getpid()}")
+        self.tmp_dir = staging_path(self.final_dir)
         if self.tmp_dir.exists():
             shutil.rmtree(self.tmp_dir)
         self.tmp_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -178,9 +178,7 @@ class UnitWriter:
         except BaseException:  # nothing was moved into place yet: discard the temporary group
             self.abort()
             raise
-        if self.final_dir.exists():
-            shutil.rmtree(self.final_dir)
-        os.replace(self.tmp_dir, self.final_dir)
+        publish_dir(self.tmp_dir, self.final_dir)
         write_index_file(index_file, self._rows, config_hash, skipped)
         return self._rows
 
@@ -195,14 +193,7 @@ class UnitWriter:
 
 def discard_debris(out: Path) -> int:
     """Remove temporary groups/files left by killed runs; returns how many were removed."""
-    removed = 0
-    for path in list(Path(out).rglob(f"*{TMP_MARK}*")):
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        removed += 1
-    return removed
+    return discard_staging(out)
 
 
 def remove_unit(out: Path, dataset: str, sequence: str, unit: str) -> None:

@@ -15,15 +15,16 @@ from scipy.spatial.transform import Rotation
 from typer.testing import CliRunner
 
 from preprocess.cli import app
-from preprocess.colmap import PIXEL_CENTRE
-from preprocess.colmap_build import ColmapConfig, ColmapSource, build_colmap
-from preprocess.colmap_synth import SyntheticModel, synthetic_colmap_model
+from preprocess.driver import build
 from preprocess.errors import InputError
+from preprocess.sources.colmap import ColmapConfig, ColmapScene, ColmapSource
+from preprocess.sources.colmap.reader import PIXEL_CENTRE
 from preprocess.synthetic import load_gt_depth
 from shards import ShardStore
 from shards.layout import INDEX_DIR
 
 from .conftest import clone_tree
+from .support.synthetic_colmap import SyntheticModel, synthetic_colmap_model
 
 FRAMES = list(range(1, 13))
 SOURCES = [2, 6, 10]
@@ -43,7 +44,7 @@ def model(synthetic, tmp_path_factory) -> SyntheticModel:
 @pytest.fixture(scope="module")
 def native(model, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("colmap_native")
-    build_colmap(ColmapSource("syn", model.model, model.images), out, NATIVE, progress=False)
+    build(ColmapSource(ColmapScene("syn", model.model, model.images), NATIVE), out, progress=False)
     return out
 
 
@@ -70,7 +71,7 @@ def _exact_pixels(model: SyntheticModel, k: int) -> tuple[np.ndarray, np.ndarray
 def test_sparse_depth_is_exact_at_native_resolution(model, synthetic, tmp_path, fmt):
     out = tmp_path / "out"
     model_dir = model.model.parent / fmt
-    summary = build_colmap(ColmapSource("syn", model_dir, model.images), out, NATIVE, progress=False)
+    summary = build(ColmapSource(ColmapScene("syn", model_dir, model.images), NATIVE), out, progress=False)
     assert summary["frames_written"] == len(FRAMES) and not summary["skipped"]
     store = ShardStore(out)
     index = store.index
@@ -100,7 +101,8 @@ def test_occlusion_masks_remove_pixels(model, native, tmp_path):
     for frame in FRAMES:
         cv2.imwrite(str(masks / f"{frame:010d}.png"), mask if frame == 6 else np.zeros_like(mask))
     out = tmp_path / "out"
-    build_colmap(ColmapSource("syn", model.model, model.images, masks=masks), out, NATIVE, progress=False)
+    scene = ColmapScene("syn", model.model, model.images, masks=masks)
+    build(ColmapSource(scene, NATIVE), out, progress=False)
     k = FRAMES.index(6)
     masked = ShardStore(out).read("syn", k)["depth"]
     plain = ShardStore(native).read("syn", k)["depth"]
@@ -114,7 +116,7 @@ def test_unsupported_camera_is_rejected(model, tmp_path):
     (bad / "cameras.txt").unlink()
     (bad / "cameras.txt").write_text("1 EQUIRECTANGULAR 1408 376 1408 376\n")
     with pytest.raises(InputError, match=r"EQUIRECTANGULAR.*not perspective") as err:
-        build_colmap(ColmapSource("syn", bad, model.images), tmp_path / "out", NATIVE, progress=False)
+        build(ColmapSource(ColmapScene("syn", bad, model.images), NATIVE), tmp_path / "out", progress=False)
     assert "0000000001.png" in str(err.value)
 
 
@@ -139,9 +141,9 @@ def test_distorted_camera_is_undistorted_consistently(model, synthetic, tmp_path
         raw = cv2.remap(gt, u.reshape(376, 1408).astype(np.float32), v.reshape(376, 1408).astype(np.float32),
                         cv2.INTER_NEAREST, borderValue=0)  # fmt: skip
         raw.astype("<f4").tofile(depth_dir / f"{frame:010d}.raw")
-    source = ColmapSource("bent", bent, model.images, depth=depth_dir)
+    source = ColmapSource(ColmapScene("bent", bent, model.images, depth=depth_dir), NATIVE)
     out = tmp_path / "out"
-    summary = build_colmap(source, out, NATIVE, progress=False)
+    summary = build(source, out, progress=False)
     assert summary["frames_written"] == 2 and "no depth" in next(iter(summary["skipped"].values()))
     frame = ShardStore(out).read("bent", FRAMES.index(6))
     K_u = frame["intrinsics"]
@@ -201,8 +203,9 @@ def test_dense_depth_from_real_hololens_frames(tmp_path):
     (model / "points3D.txt").write_text("")
     out = tmp_path / "out"
     for width in (None, 518):
-        source = ColmapSource("holo", model, HOLOLENS / "images", depth=HOLOLENS / "depth")
-        build_colmap(source, out / str(width), ColmapConfig(width=width, depth_scale=1000.0), progress=False)
+        scene = ColmapScene("holo", model, HOLOLENS / "images", depth=HOLOLENS / "depth")
+        config = ColmapConfig(width=width, depth_scale=1000.0)
+        build(ColmapSource(scene, config), out / str(width), progress=False)
     store = ShardStore(out / "None")
     assert len(store.index) == len(names) and set(store.index["depth_source"]) == {"gt_dense"}
     first = store.read("holo", 0)

@@ -16,13 +16,11 @@ from typer.testing import CliRunner
 
 from eval.cli import app
 from eval.predict import Predictor
-from eval.report import load_results
-from preprocess.accumulate import DepthSettings
-from preprocess.build import BuildConfig, build
+from eval.results import load_results
+from preprocess.driver import build
+from preprocess.sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
 from preprocess.synthetic import generate_synthetic_kitti360
-from train.config import ModelConfig
-from train.lora import LoraSpec, apply_lora, save_adapter
-from train.modeling import build_base_model
+from train.model import LoraSpec, apply_lora, build_base_model, save_adapter
 
 ARGS = ["--model-size", "tiny", "--device", "cpu", "--seq-len", "4", "--seq-stride", "4"]
 PLOTS = (
@@ -33,7 +31,7 @@ PLOTS = (
 
 def fake_checkpoint(path: Path, scale: float, seed: int) -> Path:
     """A depth-head LoRA adapter on the same seeded base the evaluator builds, B weights perturbed."""
-    model = apply_lora(build_base_model(ModelConfig(size="tiny"), 0, bf16=False), LoraSpec(rank=4, alpha=8))
+    model = apply_lora(build_base_model(size="tiny", seed=0, bf16=False), LoraSpec(rank=4, alpha=8))
     gen = torch.Generator().manual_seed(seed)
     for name, param in model.named_parameters():
         if "lora_B" in name:
@@ -46,8 +44,8 @@ def setup(tmp_path_factory):
     work = tmp_path_factory.mktemp("eval")
     scene = generate_synthetic_kitti360(work / "scene", frames=10, seed=0, sequences=2)
     shards = work / "shards"
-    config = BuildConfig(depth=DepthSettings(accumulate=0), chunk_frames=16)
-    build(scene.root, shards, split="val", config=config, progress=False)
+    config = Kitti360Config(depth=DepthSettings(accumulate=0), chunk_frames=16)
+    build(Kitti360Source(scene.root, config, split="val"), shards, progress=False)
     run = work / "run"
     for epoch, scale in ((1, 0.02), (2, 0.1)):
         fake_checkpoint(run / "checkpoints" / f"epoch_{epoch:04d}", scale, seed=epoch)
@@ -158,12 +156,10 @@ def test_results_made_with_other_settings_are_evaluated_again(setup, tmp_path):
 
 
 def test_base_model_comes_from_the_run_config(tmp_path):
-    from eval.base import resolve_base
-    from eval.discover import discover
+    from eval.base_model import resolve_base
 
     adapter = fake_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_0001", 0.01, seed=1)
     (adapter / "config.yaml").write_text("model:\n  size: tiny\n  weights: null\nrun:\n  seed: 7\n")
-    checkpoints = discover(tmp_path / "run")
-    assert resolve_base(checkpoints, None, None, None) == ("tiny", None, 7)
-    assert resolve_base(checkpoints, None, "/models/vggt", 3) == ("tiny", "/models/vggt", 3)
-    assert resolve_base(discover(tmp_path / "run")[:1], None, None, None) == ("1b", None, 0)
+    assert resolve_base([adapter], None, None, None) == ("tiny", None, 7)
+    assert resolve_base([adapter], None, "/models/vggt", 3) == ("tiny", "/models/vggt", 3)
+    assert resolve_base([], None, None, None) == ("1b", None, 0)

@@ -14,7 +14,7 @@ from eval.metrics.depth import DEPTH_METRICS, depth_metrics
 from eval.metrics.geometry import GeometryParams, building_geometry, reference_geometry
 from eval.metrics.pointcloud import pointcloud_metrics
 from eval.metrics.pose import camera_centres, pose_auc, pose_metrics
-from eval.stats import higher_is_better
+from eval.statistics import higher_is_better
 from eval.window_metrics import ReferenceCache
 
 K = np.array([[40.0, 0.0, 31.5], [0.0, 40.0, 23.5], [0.0, 0.0, 1.0]])

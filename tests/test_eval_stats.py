@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.stats import bootstrap_ci, higher_is_better, paired_bootstrap_ci, verdict
+from eval.statistics import bootstrap_ci, higher_is_better, paired_bootstrap_ci, verdict
 
 
 def test_interval_contains_mean_shrinks_with_n_and_is_reproducible():

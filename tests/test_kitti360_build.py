@@ -12,21 +12,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from preprocess.accumulate import DepthSettings
-from preprocess.build import BuildConfig, build
+from preprocess.driver import build
 from preprocess.errors import InputError
+from preprocess.sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
 from shards import ARRAY_NAMES, ShardStore
 from shards.layout import INDEX_DIR
 
 from .conftest import clone_tree, replace_file
 
-FAST = BuildConfig(depth=DepthSettings(accumulate=2), chunk_frames=16)
+FAST = Kitti360Config(depth=DepthSettings(accumulate=2), chunk_frames=16)
 
 
 @pytest.fixture(scope="module")
 def built(synthetic, tmp_path_factory):
     out = tmp_path_factory.mktemp("built")
-    summary = build(synthetic.root, out, config=FAST, workers=1, progress=False)
+    summary = build(Kitti360Source(synthetic.root, FAST), out, workers=1, progress=False)
     return out, summary
 
 
@@ -78,7 +78,7 @@ def test_splits_and_skips_are_recorded(built, synthetic):
 def test_rerun_skips_finished_units(built, synthetic):
     out, _ = built
     stamps = {p: p.stat().st_mtime_ns for p in (out / INDEX_DIR).glob("*.parquet")}
-    build(synthetic.root, out, config=FAST, workers=1, progress=False)
+    build(Kitti360Source(synthetic.root, FAST), out, workers=1, progress=False)
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / INDEX_DIR).glob("*.parquet")}
 
 
@@ -95,8 +95,9 @@ def test_resume_after_kill_matches_clean_build(built, synthetic, tmp_path):
     clean_out, _ = built
     out = tmp_path / "killed"
     script = (
-        "import sys; from preprocess.build import build; from tests.test_kitti360_build import FAST;"
-        "build(sys.argv[1], sys.argv[2], config=FAST, progress=False)"
+        "import sys; from preprocess.driver import build;"
+        "from preprocess.sources.kitti360 import Kitti360Source; from tests.test_kitti360_build import FAST;"
+        "build(Kitti360Source(sys.argv[1], FAST), sys.argv[2], progress=False)"
     )
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-c", script, str(synthetic.root), str(out)], cwd=repo)
@@ -109,7 +110,7 @@ def test_resume_after_kill_matches_clean_build(built, synthetic, tmp_path):
     finished = len(list((out / INDEX_DIR).glob("*.parquet")))
     total = len(list((clean_out / INDEX_DIR).glob("*.parquet")))
     assert 0 < finished < total, "the kill should land between units"
-    build(synthetic.root, out, config=FAST, workers=2, progress=False)
+    build(Kitti360Source(synthetic.root, FAST), out, workers=2, progress=False)
     index_a, arrays_a = _snapshot(clean_out)
     index_b, arrays_b = _snapshot(out)
     pd.testing.assert_frame_equal(index_a, index_b)
@@ -120,10 +121,10 @@ def test_resume_after_kill_matches_clean_build(built, synthetic, tmp_path):
 
 def test_changed_config_rebuilds_and_force(built, synthetic, tmp_path):
     out = tmp_path / "out"
-    build(synthetic.root, out, seqs="0000", config=FAST, progress=False)
+    build(Kitti360Source(synthetic.root, FAST, seqs="0000"), out, progress=False)
     first = ShardStore(out).index
-    changed = BuildConfig(depth=DepthSettings(accumulate=0), chunk_frames=16)
-    build(synthetic.root, out, seqs="0000", config=changed, progress=False)
+    changed = Kitti360Config(depth=DepthSettings(accumulate=0), chunk_frames=16)
+    build(Kitti360Source(synthetic.root, changed, seqs="0000"), out, progress=False)
     second = ShardStore(out).index
     assert len(first) == len(second) and (second["sweeps"] == 1).all()
     assert (second["valid_points"] < first["valid_points"]).all()
@@ -138,7 +139,7 @@ def test_missing_calibration_key_names_file_and_key(synthetic, tmp_path):
     text = "\n".join(l for l in persp.read_text().splitlines() if not l.startswith("P_rect_00"))
     replace_file(persp, text.encode())
     with pytest.raises(InputError, match=r"perspective\.txt.*P_rect_00"):
-        build(root, tmp_path / "out", progress=False)
+        build(Kitti360Source(root), tmp_path / "out", progress=False)
 
 
 def test_nan_in_calibration_is_named(synthetic, tmp_path):
@@ -148,20 +149,20 @@ def test_nan_in_calibration_is_named(synthetic, tmp_path):
     values[3] = "nan"
     replace_file(velo, " ".join(values).encode())
     with pytest.raises(InputError, match=r"calib_cam_to_velo\.txt.*NaN"):
-        build(root, tmp_path / "out", progress=False)
+        build(Kitti360Source(root), tmp_path / "out", progress=False)
 
 
 def test_corrupt_frame_files_are_skipped_and_counted(synthetic, tmp_path):
     root = clone_tree(synthetic.root, tmp_path / "root")
     name = "2013_05_28_drive_0000_sync"
     out = tmp_path / "out"
-    clean = build(synthetic.root, tmp_path / "clean", seqs="0000", config=FAST, progress=False)
+    clean = build(Kitti360Source(synthetic.root, FAST, seqs="0000"), tmp_path / "clean", progress=False)
     posed = sorted(int(f) for f in ShardStore(tmp_path / "clean").index["frame"])
     bad_png, bad_bin = posed[5], posed[10]
     replace_file(root / "data_2d_raw" / name / "image_00" / "data_rect" / f"{bad_png:010d}.png", b"not a png")
     sweep = root / "data_3d_raw" / name / "velodyne_points" / "data" / f"{bad_bin:010d}.bin"
     replace_file(sweep, sweep.resolve().read_bytes()[:-6])
-    summary = build(root, out, seqs="0000", config=FAST, progress=False)
+    summary = build(Kitti360Source(root, FAST, seqs="0000"), out, progress=False)
     skipped = summary["sequences"][f"kitti360/{name}"]["skipped"]
     assert "corrupt PNG" in skipped[str(bad_png)]
     assert "truncated sweep" in skipped[str(bad_bin)]
@@ -179,14 +180,14 @@ def test_empty_sequence(synthetic, tmp_path):
     empty = root / "data_2d_raw" / "2013_05_28_drive_0009_sync" / "image_00" / "data_rect"
     empty.mkdir(parents=True)
     with pytest.raises(InputError, match="0009_sync has no images"):
-        build(root, tmp_path / "a", seqs="0009", progress=False)
-    summary = build(root, tmp_path / "b", seqs="all", config=FAST, progress=False)
+        build(Kitti360Source(root, seqs="0009"), tmp_path / "a", progress=False)
+    summary = build(Kitti360Source(root, FAST, seqs="all"), tmp_path / "b", progress=False)
     assert "no images" in summary["sequences"]["kitti360/2013_05_28_drive_0009_sync"]["error"]
 
 
 def test_unknown_sequence_is_named(synthetic, tmp_path):
     with pytest.raises(InputError, match="0042"):
-        build(synthetic.root, tmp_path / "out", seqs="0042", progress=False)
+        build(Kitti360Source(synthetic.root, seqs="0042"), tmp_path / "out", progress=False)
 
 
 def test_stats_cli_table_plots_and_sparse_warning(built, tmp_path):

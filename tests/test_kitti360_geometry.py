@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from preprocess.accumulate import DepthSettings, SweepWindow
-from preprocess.frames import resize_image
-from preprocess.kitti360 import Sequence, list_sequences, read_calibration
-from preprocess.projection import NO_LABELS, label_lut, register_sweep, resized_intrinsics, target_size
-from preprocess.reference import reference_depth
-from preprocess.synthetic.accuracy import depth_accuracy, depth_pairs
+from preprocess.imaging import resize_image, resized_intrinsics, target_size
+from preprocess.kernels import NO_LABELS, label_lut, register_sweep
+from preprocess.sources.kitti360.reader import Sequence, list_sequences, read_calibration
+from preprocess.sources.kitti360.sweeps import DepthSettings, SweepAccumulator
+from shards import ImageSize
+
+from .support.accuracy import depth_accuracy, depth_pairs
+from .support.reference_depth import reference_depth
 
 
 def _sequence(synthetic, index: int = 0) -> Sequence:
@@ -18,8 +20,8 @@ def _sequence(synthetic, index: int = 0) -> Sequence:
     return Sequence(synthetic.root, name, read_calibration(synthetic.root))
 
 
-def _native(seq: Sequence) -> tuple[np.ndarray, tuple[int, int]]:
-    return seq.calib.K, (seq.calib.width, seq.calib.height)
+def _native(seq: Sequence) -> tuple[np.ndarray, ImageSize]:
+    return seq.calib.K, seq.calib.size
 
 
 def _centres(seq: Sequence) -> list[int]:
@@ -57,9 +59,9 @@ def test_accumulation_coverage_and_outliers(synthetic, index):
 def test_numba_pipeline_equals_numpy_reference(synthetic, width):
     seq = _sequence(synthetic, 1)
     settings = DepthSettings(accumulate=4)
-    size = target_size(width, seq.calib.width, seq.calib.height)
-    K = resized_intrinsics(seq.calib.K, (seq.calib.width, seq.calib.height), size)
-    window = SweepWindow(seq, settings)
+    size = target_size(width, seq.calib.size)
+    K = resized_intrinsics(seq.calib.K, seq.calib.size, size)
+    window = SweepAccumulator(seq, settings)
     centres = _centres(seq)[:6]
     for centre, result in window.run(centres, K, size):
         np.testing.assert_array_equal(result.depth, reference_depth(seq, centre, K, size, settings))
@@ -67,7 +69,7 @@ def test_numba_pipeline_equals_numpy_reference(synthetic, width):
 
 def test_each_sweep_is_read_once(synthetic):
     seq = _sequence(synthetic)
-    window = SweepWindow(seq, DepthSettings(accumulate=4))
+    window = SweepAccumulator(seq, DepthSettings(accumulate=4))
     K, size = _native(seq)
     centres = _centres(seq)
     for _ in window.run(centres, K, size):
@@ -78,19 +80,19 @@ def test_each_sweep_is_read_once(synthetic):
 
 def test_resized_intrinsics_keep_pixel_centres():
     K = np.array([[552.5, 0, 682.0], [0, 552.5, 238.7], [0, 0, 1]])
-    scaled = resized_intrinsics(K, (1408, 376), (518, 140))
+    scaled = resized_intrinsics(K, ImageSize(height=376, width=1408), ImageSize(height=140, width=518))
     point = np.array([3.0, -1.0, 12.0])
     u, v = (K @ point)[:2] / point[2]
     u2, v2 = (scaled @ point)[:2] / point[2]
     np.testing.assert_allclose(u2, (u + 0.5) * 518 / 1408 - 0.5)
     np.testing.assert_allclose(v2, (v + 0.5) * 140 / 376 - 0.5)
-    assert target_size(518, 1408, 376) == (518, 140)
+    assert target_size(518, ImageSize(height=376, width=1408)).wh == (518, 140)
 
 
 def test_image_resize_keeps_pixel_centre_geometry():
     """A horizontal ramp resized to width 518 reads x' = (x + 0.5) * s - 0.5 back (within 0.1 px)."""
     ramp = np.tile(np.arange(1408, dtype=np.float32), (376, 1))
-    resized = resize_image(np.repeat(ramp[..., None], 3, axis=2), (518, 140))
+    resized = resize_image(np.repeat(ramp[..., None], 3, axis=2), ImageSize(height=140, width=518))
     assert resized.shape == (140, 518, 3)
     expected = (np.arange(518) + 0.5) * 1408 / 518 - 0.5
     error_px = (resized[70, 2:-2, 0] - expected[2:-2]) * 518 / 1408  # in output pixels (borders clamp)

@@ -8,18 +8,18 @@ import pytest
 import torch
 from rich.console import Console
 
-from train.lora import (
+from train.model import VGGT, build_model, config_for
+from train.model.lora import (
     LoraSpec,
     apply_lora,
     load_adapter,
     lora_target_names,
     merge_adapter,
-    parameter_groups,
+    parameter_counts,
     parse_block_range,
     save_adapter,
     trainable_parameter_table,
 )
-from train.model import VGGT, build_model, config_for
 
 IMAGES = torch.rand(1, 2, 3, 28, 42, generator=torch.Generator().manual_seed(0))
 SPEC = LoraSpec(heads=["depth", "camera"], frame_blocks="2-3", global_blocks="all", rank=4, alpha=8)
@@ -95,7 +95,7 @@ def test_only_adapter_parameters_receive_gradients():
 
 def test_parameter_table_counts_groups():
     model = apply_lora(tiny_base(), SPEC)
-    groups = {g.group: g for g in parameter_groups(model)}
+    groups = {g.group: g for g in parameter_counts(model)}
     assert groups["point_head"].trainable == 0 and groups["aggregator.patch_embed"].trainable == 0
     assert groups["depth_head"].trainable > 0 and groups["aggregator.global_blocks"].lora_modules == 16
     console = Console(record=True, width=120)

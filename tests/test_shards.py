@@ -8,6 +8,7 @@ import pytest
 from shards import INDEX_COLUMNS, ShardStore, UnitWriter, discard_debris, stratum_of
 from shards.index import index_config_hash, index_skipped
 from shards.layout import index_path
+from shards.windows import camera_centres, path_length, split_at_gaps, within_radius
 
 H, W = 6, 8
 
@@ -103,3 +104,31 @@ def test_unknown_frame_raises_keyerror(tmp_path):
 )
 def test_strata_thresholds(ratio, stratum):
     assert stratum_of(ratio) == stratum
+
+
+def test_poses_of_a_sequence_are_read_per_unit_in_frame_order(tmp_path):
+    for unit, frames in (("0000000004", [5, 4]), ("0000000000", [1, 0, 3])):
+        writer = UnitWriter(tmp_path, "kitti360", "seq", unit, H, W, capacity=len(frames), frames_per_shard=2)
+        for f in frames:
+            arrays = _frame(f)
+            arrays["cam_from_world"] = np.diag([1.0, 1.0, 1.0, 1.0]) + np.eye(4, k=3) * f
+            writer.add(arrays, _row(f))
+        writer.commit("hash")
+    frames, poses = ShardStore(tmp_path).cam_from_world("kitti360", "seq")
+    assert list(frames) == [0, 1, 3, 4, 5]
+    np.testing.assert_array_equal(poses[:, 0, 3], frames)
+
+
+def test_window_rules():
+    runs = split_at_gaps(np.array([7, 1, 2, 4, 9, 10, 30]), max_gap=2)
+    assert [list(r) for r in runs] == [[1, 2, 4], [7, 9, 10], [30]]
+    with pytest.raises(ValueError, match="max_gap"):
+        split_at_gaps(np.arange(3), 0)
+    cam_from_world = np.tile(np.eye(4), (3, 1, 1))
+    cam_from_world[:, :3, 3] = [[0, 0, 0], [-3, 0, 0], [-3, -4, 0]]  # t = -R C with R = I
+    centres = camera_centres(cam_from_world)
+    np.testing.assert_allclose(centres, [[0, 0, 0], [3, 0, 0], [3, 4, 0]])
+    assert path_length(centres) == pytest.approx(7.0) and path_length(centres[:1]) == 0.0
+    np.testing.assert_array_equal(
+        within_radius(centres, np.array([[3.0, 2.0, 0.0]]), 2.0), [False, True, True]
+    )

@@ -13,13 +13,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from preprocess.accumulate import DepthSettings
-from preprocess.build import BuildConfig, build
+from preprocess.driver import build
+from preprocess.sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
 from shards import read_index
 from train.config import ConfigError, load_config
 from train.distributed import DistInfo
-from train.modeling import build_base_model
-from train.trainer import METRICS_FILE, Trainer
+from train.model import build_base_model
+from train.run_dir import METRICS_FILE
+from train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "train" / "demo.yaml"
@@ -30,9 +31,8 @@ CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 def shards(synthetic, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
     build(
-        synthetic.root,
+        Kitti360Source(synthetic.root, Kitti360Config(depth=DepthSettings(accumulate=2), chunk_frames=16)),
         out,
-        config=BuildConfig(depth=DepthSettings(accumulate=2), chunk_frames=16),
         progress=False,
     )
     return out
@@ -61,7 +61,12 @@ def test_demo_config_overfits_one_window(shards, tmp_path):
 def test_only_lora_parameters_change(shards, tmp_path):
     cfg = _config(shards, "run.steps=4", "run.steps_per_epoch=4")
     before = {
-        k: v.clone() for k, v in build_base_model(cfg.model, cfg.run.seed, bf16=False).state_dict().items()
+        k: v.clone()
+        for k, v in build_base_model(
+            size=cfg.model.size, weights=cfg.model.weights, seed=cfg.run.seed, bf16=False
+        )
+        .state_dict()
+        .items()
     }
     trainer = Trainer(cfg, tmp_path, CPU)
     lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}

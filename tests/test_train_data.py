@@ -28,13 +28,13 @@ def test_samples_are_deterministic_and_normalised(shards):  # noqa: F811
             assert torch.equal(value, b[key]), key
     assert a["images"].shape[-2:] == (112, 224) and a["images"].shape[0] == 4
     a = _dataset(shards, "data.crop_height=null", "data.crop_width=null")[7]
-    ext = a["extrinsics"].double()
+    ext = a["cam_from_world"].double()
     assert torch.allclose(ext[0], torch.eye(4, dtype=torch.float64)[:3], atol=1e-6)
-    points = a["world_points"][a["valid"]].double()
+    points = a["world_points"][a["valid_mask"]].double()
     assert points.norm(dim=-1).mean() == pytest.approx(1.0, rel=1e-5)
     # depth equals the z of the points in their own (normalised) camera
     cam = torch.einsum("sij,shwj->shwi", ext[:, :, :3], a["world_points"].double()) + ext[:, None, None, :, 3]
-    valid = a["valid"]
+    valid = a["valid_mask"]
     torch.testing.assert_close(cam[..., 2][valid], a["depth"].double()[valid], rtol=1e-4, atol=1e-5)
 
 

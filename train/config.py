@@ -12,7 +12,10 @@ from typing import Any
 
 import yaml
 
-STRATA_KEYS = ("building_rich", "mixed", "road", "unlabelled")
+from shards import PATCH_SIZE, STRATA
+
+from .model import PRESETS, LoraSpec
+from .run_dir import ModelSpec
 
 
 class ConfigError(ValueError):
@@ -20,23 +23,16 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class ModelConfig:
-    size: str = "1b"  # "1b" or "tiny"
-    weights: str | None = None  # local path or Hugging Face id; None = random init
+class ModelConfig(ModelSpec):
+    """The base model (size, weights; recorded with every checkpoint) and how it trains."""
+
     activation_checkpointing: bool = False
 
 
 @dataclass
-class LoraConfig:
-    heads: list[str] = field(default_factory=lambda: ["depth"])
-    frame_blocks: str | None = None  # "16-23", "all" or None
-    global_blocks: str | None = None
-    submodules: list[str] = field(default_factory=lambda: ["qkv", "proj", "fc1", "fc2"])
-    rank: int = 16
-    alpha: float = 32.0
-    dropout: float = 0.0
-    rslora: bool = False
-    dora: bool = False
+class LoraConfig(LoraSpec):
+    """Which layers get LoRA and how (train.model.LoraSpec), and where to warm-start from."""
+
     init_from: str | None = None  # adapter dir of another run (warm start / strategy switch)
 
 
@@ -159,7 +155,10 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         where = f"{prefix}." if prefix else ""
         raise ConfigError(f"unknown config key(s): {', '.join(where + k for k in unknown)}")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a section's own checks (e.g. LoraSpec's)
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
 
 
 def _apply_override(data: dict[str, Any], override: str) -> None:
@@ -177,18 +176,18 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
 
 def validate(config: TrainConfig) -> TrainConfig:
     """Checks that need more than types."""
-    if config.model.size not in ("1b", "tiny"):
-        raise ConfigError(f"model.size: expected '1b' or 'tiny', got {config.model.size!r}")
+    if config.model.size not in PRESETS:
+        raise ConfigError(f"model.size: expected one of {sorted(PRESETS)}, got {config.model.size!r}")
     for phase in [config.data.strata_weights, *(p.weights for p in config.data.strata_schedule)]:
-        bad = sorted(set(phase) - set(STRATA_KEYS))
+        bad = sorted(set(phase) - set(STRATA))
         if bad:
-            raise ConfigError(f"data.strata_weights: unknown stratum {bad}; known: {STRATA_KEYS}")
+            raise ConfigError(f"data.strata_weights: unknown stratum {bad}; known: {STRATA}")
         if any(w < 0 for w in phase.values()) or sum(phase.values()) <= 0:
             raise ConfigError("data.strata_weights: weights must be >= 0 and not all zero")
     for name in ("crop_height", "crop_width"):
         value = getattr(config.data, name)
-        if value is not None and value % 14:
-            raise ConfigError(f"data.{name}: {value} is not a multiple of 14")
+        if value is not None and value % PATCH_SIZE:
+            raise ConfigError(f"data.{name}: {value} is not a multiple of {PATCH_SIZE}")
     if config.data.seq_len < 2:
         raise ConfigError("data.seq_len: need at least 2 frames per window")
     if config.run.steps < 1 or config.run.steps_per_epoch < 1:

@@ -14,11 +14,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from shards import ShardStore
+from shards import PATCH_SIZE, STRATA, ShardStore
 
-from .config import STRATA_KEYS, ConfigError, DataConfig
-
-PATCH = 14
+from .config import ConfigError, DataConfig
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ class WindowIndex:
                 f">= {cfg.min_valid_points} valid depth pixels (data.min_valid_points)"
             )
         self.anchors = anchors
-        self.by_stratum = {s: [i for i, a in enumerate(anchors) if a.stratum == s] for s in STRATA_KEYS}
+        self.by_stratum = {s: [i for i, a in enumerate(anchors) if a.stratum == s] for s in STRATA}
 
     def check_weights(self, weights: dict[str, float]) -> None:
         for stratum, weight in weights.items():
@@ -119,8 +117,7 @@ class WindowDataset(Dataset):
         frames = self.windows.frames[(anchor.dataset, anchor.sequence)]
         start = min(anchor.position, len(frames) - 1 - stride * (self.cfg.seq_len - 1))
         picked = frames[start + stride * np.arange(self.cfg.seq_len)]
-        raw = [self.store.read(anchor.sequence, int(f), dataset=anchor.dataset) for f in picked]
-        sample = normalise_window(raw)
+        sample = normalise_window(self.store.read_window(anchor.dataset, anchor.sequence, picked))
         sample = random_crop(sample, self.cfg.crop_height, self.cfg.crop_width, rng)
         images = sample.pop("image").astype(np.float32) / 255.0
         if self.cfg.color_jitter > 0:
@@ -132,29 +129,30 @@ class WindowDataset(Dataset):
         return out
 
 
-def normalise_window(frames: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Stack a window and express it in the first camera's frame, scaled so that the mean
-    distance of valid points to that camera is 1 (the reference GT normalisation)."""
-    first = frames[0]["cam_from_world"]
+def normalise_window(window: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Express a window (`ShardStore.read_window`) in its first camera's frame, scaled so that
+    the mean distance of valid points to that camera is 1 (the reference GT normalisation).
+    Keys keep the shard contract's names; `cam_from_world` becomes 3x4 and `scale` is added."""
+    first = window["cam_from_world"][0]
     world_from_first = np.linalg.inv(first)
-    extrinsics = np.stack([f["cam_from_world"] @ world_from_first for f in frames])
-    valid = np.stack([f["valid_mask"] for f in frames])
-    world = np.stack([f["world_points"] for f in frames]).astype(np.float64)
+    cam_from_world = np.stack([c @ world_from_first for c in window["cam_from_world"]])
+    valid = window["valid_mask"]
+    world = window["world_points"].astype(np.float64)
     points = world @ first[:3, :3].T + first[:3, 3]
     points[~valid] = 0.0
     norms = np.linalg.norm(points[valid], axis=-1)
     scale = float(norms.mean()) if norms.size else 1.0
     scale = scale if scale > 1e-8 else 1.0
-    extrinsics[:, :3, 3] /= scale
+    cam_from_world[:, :3, 3] /= scale
     return {
-        "image": np.stack([f["image"] for f in frames]),
-        "depth": (np.stack([f["depth"] for f in frames]) / scale).astype(np.float32),
-        "valid": valid,
+        "image": window["image"],
+        "depth": (window["depth"] / scale).astype(np.float32),
+        "valid_mask": valid,
         "world_points": (points / scale).astype(np.float32),
-        "extrinsics": extrinsics[:, :3, :].astype(np.float32),
-        "intrinsics": np.stack([f["intrinsics"] for f in frames]).astype(np.float32),
-        "semantic": np.stack([f["semantic"] for f in frames]).astype(np.int64),
-        "building": np.stack([f["building_mask"] for f in frames]),
+        "cam_from_world": cam_from_world[:, :3, :].astype(np.float32),
+        "intrinsics": window["intrinsics"].astype(np.float32),
+        "semantic": window["semantic"].astype(np.int64),
+        "building_mask": window["building_mask"],
         "scale": np.array(scale, dtype=np.float64),
     }
 
@@ -165,15 +163,15 @@ def random_crop(
     """Same crop for all frames of a window, origin on the 14-px grid; intrinsics follow."""
     full_h, full_w = sample["depth"].shape[1:3]
     h, w = min(height or full_h, full_h), min(width or full_w, full_w)
-    h, w = h - h % PATCH, w - w % PATCH
-    if h < PATCH or w < PATCH:
+    h, w = h - h % PATCH_SIZE, w - w % PATCH_SIZE
+    if h < PATCH_SIZE or w < PATCH_SIZE:
         raise ConfigError(f"crop {height}x{width} does not fit stored frames of {full_h}x{full_w}")
-    y0 = PATCH * int(rng.integers(0, (full_h - h) // PATCH + 1))
-    x0 = PATCH * int(rng.integers(0, (full_w - w) // PATCH + 1))
+    y0 = PATCH_SIZE * int(rng.integers(0, (full_h - h) // PATCH_SIZE + 1))
+    x0 = PATCH_SIZE * int(rng.integers(0, (full_w - w) // PATCH_SIZE + 1))
     if (h, w) == (full_h, full_w):
         return sample
     out = dict(sample)
-    for key in ("image", "depth", "valid", "world_points", "semantic", "building"):
+    for key in ("image", "depth", "valid_mask", "world_points", "semantic", "building_mask"):
         out[key] = sample[key][:, y0 : y0 + h, x0 : x0 + w]
     intrinsics = sample["intrinsics"].copy()
     intrinsics[:, 0, 2] -= x0

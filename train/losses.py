@@ -108,10 +108,10 @@ def sample_loss(
     progress: float,
 ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
     """Loss of one window; tensors keep a batch dim of 1."""
-    mask, frame_ok = supervision_mask(batch["valid"], batch["depth"], batch["building"], cfg)
+    mask, frame_ok = supervision_mask(batch["valid_mask"], batch["depth"], batch["building_mask"], cfg)
     if int(frame_ok.sum()) < cfg.min_valid_frames or not mask.any():
         return None, {}
-    weight = pixel_weights(batch["semantic"], batch["building"], cfg, progress)
+    weight = pixel_weights(batch["semantic"], batch["building_mask"], cfg, progress)
     terms: dict[str, torch.Tensor] = {}
     if cfg.camera_weight > 0:
         terms["camera"] = cfg.camera_weight * camera_loss(outputs["pose_enc_list"], gt_pose_enc)

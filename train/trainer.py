@@ -15,17 +15,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import checkpoints as ckpt
+from shards.atomic import fresh_staging_dir, publish_dir
+
+from . import run_dir as layout
 from .config import TrainConfig
 from .data import RankSampler, WindowDataset
 from .distributed import DistInfo, barrier
-from .lora import save_adapter
 from .losses import batch_loss
-from .modeling import build_lora_model, gt_pose_encoding, load_adapter_weights, parameter_groups
+from .model import load_adapter_weights, save_adapter
+from .modeling import build_lora_model, clip_groups, gt_pose_encoding
 from .schedule import lr_factor
 
 log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.jsonl"
 
 
 def _rng_state() -> dict:
@@ -51,12 +52,12 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
-def _mean_over_ranks(window: list[dict[str, float]]) -> dict[str, float]:
-    """Mean of logged loss terms over this logging window and, under DDP, over all ranks,
+def _mean_over_ranks(terms: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of the loss terms logged since the last log line and, under DDP, over all ranks,
     so the log shows the loss of the global batch."""
-    keys = sorted({k for w in window for k in w})
+    keys = sorted({k for t in terms for k in t})
     values = torch.tensor(
-        [float(np.mean([w[k] for w in window if k in w])) for k in keys], dtype=torch.float64
+        [float(np.mean([t[k] for t in terms if k in t])) for k in keys], dtype=torch.float64
     )
     if dist.is_initialized():
         dist.all_reduce(values)
@@ -71,7 +72,7 @@ class Trainer:
         self.micro_steps = cfg.run.steps * cfg.optim.grad_accum
         torch.manual_seed(cfg.run.seed)
         self.model = build_lora_model(cfg, self.device, verbose=dist_info.is_main)
-        self.groups = parameter_groups(self.model)
+        self.groups = clip_groups(self.model)
         self.optimizer = torch.optim.AdamW(
             [{"params": p, "name": n} for n, p in self.groups.items() if p],
             lr=cfg.optim.lr,
@@ -123,27 +124,27 @@ class Trainer:
     # ---- state ---------------------------------------------------------------------------
 
     def _resume(self) -> None:
-        ckpt.discard_partial(self.run_dir)
-        found = ckpt.list_checkpoints(self.run_dir)
+        layout.discard_partial(self.run_dir)
+        found = layout.list_checkpoints(self.run_dir)
         if not found:
             log.info("no complete checkpoint in %s; starting from scratch", self.run_dir)
             return
         last = found[-1]
         load_adapter_weights(self.model, last)
-        state = torch.load(last / ckpt.STATE_FILE, map_location="cpu", weights_only=False)
+        state = torch.load(last / layout.STATE_FILE, map_location="cpu", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.skipped = state["step"], state["skipped"]
         _set_rng_state(state["rng"])
         if self.dist.is_main:
-            _truncate_metrics(self.run_dir / METRICS_FILE, self.step)
+            _truncate_metrics(self.run_dir / layout.METRICS_FILE, self.step)
         log.info("resumed from %s at step %d", last, self.step)
 
     def _save(self) -> Path:
         epoch = self.step // self.cfg.run.steps_per_epoch
-        final = ckpt.epoch_dir(self.run_dir, epoch)
+        final = layout.epoch_dir(self.run_dir, epoch)
         if self.dist.is_main:
-            tmp = ckpt.staging_dir(final)
+            tmp = fresh_staging_dir(final)
             save_adapter(self.model, tmp)
             torch.save(
                 {
@@ -155,10 +156,10 @@ class Trainer:
                     "rng": _rng_state(),
                     "sampler_position": self.step * self.cfg.optim.grad_accum,
                 },
-                tmp / ckpt.STATE_FILE,
+                tmp / layout.STATE_FILE,
             )
-            ckpt.write_config(tmp / ckpt.CONFIG_FILE, self.cfg.to_dict())
-            ckpt.publish(tmp, final)
+            layout.write_config(tmp / layout.CONFIG_FILE, self.cfg.to_dict())
+            publish_dir(tmp, final)
         barrier()
         return final
 
@@ -177,7 +178,7 @@ class Trainer:
             k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
         }
         outputs = self.net(batch["images"])  # the model applies bf16 autocast to its aggregator
-        gt_pose = gt_pose_encoding(batch["extrinsics"], batch["intrinsics"], batch["images"].shape[-2:])
+        gt_pose = gt_pose_encoding(batch["cam_from_world"], batch["intrinsics"], batch["images"].shape[-2:])
         loss, terms = batch_loss(outputs, batch, gt_pose, self.cfg.loss, progress)
         if loss is None:
             # keep DDP ranks in step: a zero loss that touches every output
@@ -194,10 +195,10 @@ class Trainer:
         if main:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            writer = SummaryWriter(str(self.run_dir / layout.TENSORBOARD_DIR))
         bar = tqdm(total=cfg.run.steps, initial=self.step, desc="train", unit="step", disable=not main)
         self.model.train()
-        window: list[dict[str, float]] = []
+        since_log: list[dict[str, float]] = []  # loss terms of the micro-steps since the last log line
         frames = 0
         wait = compute = 0.0
         tick = time.perf_counter()
@@ -214,7 +215,7 @@ class Trainer:
                 if terms is None:
                     self.skipped += 1
                 else:
-                    window.append(terms)
+                    since_log.append(terms)
             norms = self._clip()
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
@@ -223,7 +224,7 @@ class Trainer:
             self.step += 1
             bar.update(1)
             logging_step = self.step % cfg.run.log_every == 0 or self.step == cfg.run.steps
-            terms_mean = _mean_over_ranks(window) if logging_step else {}
+            terms_mean = _mean_over_ranks(since_log) if logging_step else {}
             if main and logging_step:
                 elapsed = time.perf_counter() - tick
                 record = {
@@ -240,7 +241,7 @@ class Trainer:
                 self._log(record, writer)
                 bar.set_postfix(loss=record.get("loss", float("nan")))
             if logging_step:
-                window, frames, wait, compute, tick = [], 0, 0.0, 0.0, time.perf_counter()
+                since_log, frames, wait, compute, tick = [], 0, 0.0, 0.0, time.perf_counter()
             if self.step % cfg.run.steps_per_epoch == 0 or self.step == cfg.run.steps:
                 path = self._save()
                 if main:
@@ -252,7 +253,7 @@ class Trainer:
 
     def _log(self, record: dict, writer) -> None:
         self.history.append(record)
-        with open(self.run_dir / METRICS_FILE, "a") as fh:
+        with open(self.run_dir / layout.METRICS_FILE, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         for key, value in record.items():
             if key != "step" and isinstance(value, int | float):

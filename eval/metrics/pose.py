@@ -10,6 +10,7 @@ import numpy as np
 
 from eval.align import umeyama
 from eval.metrics.result import MetricResult
+from shards.windows import camera_centres
 
 POSE_ALIGN = "sim3_umeyama_centres"
 PAIR_THRESHOLDS_DEG: tuple[int, ...] = (5, 15, 30)
@@ -26,12 +27,6 @@ def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
     axis_sin = np.stack([skew[..., 2, 1], skew[..., 0, 2], skew[..., 1, 0]], -1)
     cos = (np.trace(R, axis1=-2, axis2=-1) - 1.0) / 2.0
     return np.degrees(np.arctan2(np.linalg.norm(axis_sin, axis=-1) / 2.0, cos))
-
-
-def camera_centres(cam_from_world: np.ndarray) -> np.ndarray:
-    """Camera centres [S,3] in world coordinates, C = -R^T t."""
-    R, t = cam_from_world[:, :3, :3], cam_from_world[:, :3, 3]
-    return -np.einsum("sji,sj->si", R, t)
 
 
 def pairwise_errors(

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 
 ROAD, SIDEWALK, BUILDING, WALL, POLE, VEGETATION, TERRAIN, SKY, CAR = 7, 8, 11, 12, 17, 21, 22, 23, 26
-ROAD_HALF_WIDTH = 5.0
 METRES_PER_FRAME = 1.0
 MOVING_CAR_SPEED = 0.8  # m per frame, towards the ego vehicle
 

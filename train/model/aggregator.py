@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .config import VGGTConfig
+from .architecture import VGGTConfig
 from .dino import DinoPatchEmbed
 from .layers import Block, RoPE2D, maybe_checkpoint
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import VGGTConfig
+from .architecture import VGGTConfig
 from .layers import Block, Mlp
 
 POSE_DIM = 9  # translation (3), quaternion XYZW (4), fov_h, fov_w

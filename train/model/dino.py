@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import VGGTConfig
+from .architecture import VGGTConfig
 from .layers import Block, maybe_checkpoint
 
 

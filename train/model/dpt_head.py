@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import VGGTConfig
+from .architecture import VGGTConfig
 
 
 def uv_embedding(channels: int, height: int, width: int, aspect: float, like: Tensor) -> Tensor:

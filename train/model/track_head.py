@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import VGGTConfig
+from .architecture import VGGTConfig
 from .dpt_head import DPTHead
 from .layers import Mlp
 

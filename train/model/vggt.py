@@ -6,8 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from .aggregator import Aggregator
+from .architecture import VGGTConfig, config_for
 from .camera_head import CameraHead
-from .config import VGGTConfig, config_for
 from .dpt_head import DPTHead
 from .track_head import TrackHead
 

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from shards import PATCH_SIZE
+
 TARGET_SIZE = 518
-PATCH = 14
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ class PixelTransform:
         return out
 
 
-def _round14(x: float) -> int:
-    return round(x / PATCH) * PATCH
+def _round_to_patch(x: float) -> int:
+    return round(x / PATCH_SIZE) * PATCH_SIZE
 
 
 def preprocess_images(
@@ -50,9 +51,9 @@ def preprocess_images(
         raise ValueError(f"mode must be 'crop' or 'pad', got {mode!r}")
     _, _, h, w = images.shape
     if mode == "crop" or w >= h:
-        new_w, new_h = target, _round14(h * target / w)
+        new_w, new_h = target, _round_to_patch(h * target / w)
     else:
-        new_w, new_h = _round14(w * target / h), target
+        new_w, new_h = _round_to_patch(w * target / h), target
     out = F.interpolate(images.float(), size=(new_h, new_w), mode="bicubic", antialias=True).clamp(0, 1)
     off_x = off_y = 0
     if mode == "crop" and new_h > target:

@@ -1,24 +1,21 @@
 """Multi-sweep depth for KITTI-360 frames: every sweep is read and registered to the world
-once per unit (sliding window), then the centre sweep and its +-N posed neighbours are
-z-buffered into the centre camera, with dynamic and occluded points removed.
+once per unit (a sliding cache), then the centre sweep and its +-N posed neighbours (the
+centre's sweep neighbourhood) are z-buffered into the centre camera, with dynamic and
+occluded points removed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
-from .kitti360 import Sequence
-from .projection import (
-    NO_LABELS,
-    label_lut,
-    register_sweep,
-    remove_occluded,
-    zbuffer_points,
-)
+from shards import ImageSize
+
+from ...errors import InputError
+from ...kernels import NO_LABELS, label_lut, register_sweep, remove_occluded, zbuffer_points
+from .reader import DYNAMIC_LABELS, Sequence
 
 
 @dataclass(frozen=True)
@@ -30,7 +27,7 @@ class DepthSettings:
     max_depth: float = 120.0
     occlusion_radius_native: int = 4
     occlusion_rel_tol: float = 0.05
-    dynamic_labels: tuple[int, ...] = (24, 25, 26, 27, 28, 31, 32, 33, 43)
+    dynamic_labels: tuple[int, ...] = DYNAMIC_LABELS
 
     def occlusion_radius(self, scale: float) -> int:
         """Neighbourhood for the occlusion test, shrunk with the image (LiDAR gaps shrink too)."""
@@ -53,12 +50,13 @@ class Sweep:
 
 
 @dataclass
-class WindowDepth:
+class AccumulatedDepth:
+    """A centre frame's depth from its sweep neighbourhood."""
+
     frame: int
     depth: np.ndarray  # (H, W) float32 at the target resolution
     semantic: np.ndarray | None  # native labels of the centre frame
-    sweeps: int  # sweeps that contributed
-    missing_neighbours: list[int] = field(default_factory=list)
+    sweeps: int  # sweeps that contributed (unusable neighbours do not)
 
 
 SweepInputs = tuple[np.ndarray, np.ndarray | None]  # LiDAR points, semantic labels
@@ -69,14 +67,16 @@ def read_sweep_inputs(sequence: Sequence, frame: int) -> SweepInputs:
     return sequence.read_sweep(frame), sequence.read_semantic(frame)
 
 
-def window_frames(centre: int, accumulate: int, poses: dict[int, np.ndarray]) -> list[int]:
-    """The centre and its posed neighbours within +-accumulate, centre first."""
+def sweep_frames(centre: int, accumulate: int, poses: dict[int, np.ndarray]) -> list[int]:
+    """A centre's sweep neighbourhood: the centre and its posed neighbours within
+    +-accumulate, centre first."""
     around = range(centre - accumulate, centre + accumulate + 1)
     return [centre, *(f for f in around if f != centre and f in poses)]
 
 
-class SweepWindow:
-    """Sliding cache of registered sweeps over one ordered run of centre frames.
+class SweepAccumulator:
+    """Depth of an ordered run of centre frames from their sweep neighbourhoods, through a
+    sliding cache that registers each sweep once.
 
     `read` fetches a frame's SweepInputs (default: straight from disk; the build passes a
     read-ahead so decoding overlaps projection)."""
@@ -116,17 +116,16 @@ class SweepWindow:
             del self._cache[old]
 
     def neighbours(self, centre: int) -> list[int]:
-        return window_frames(centre, self.settings.accumulate, self.poses)[1:]
+        return sweep_frames(centre, self.settings.accumulate, self.poses)[1:]
 
-    def depth_for(self, centre: int, K: np.ndarray, size: tuple[int, int]) -> WindowDepth:
-        """Depth of `centre` at `size` (W, H) with intrinsics K; raises InputError when the
-        centre sweep itself is unusable."""
+    def depth_for(self, centre: int, K: np.ndarray, size: ImageSize) -> AccumulatedDepth:
+        """Depth of `centre` at `size` with intrinsics K; raises InputError when the centre
+        sweep itself is unusable."""
         s = self.settings
         centre_sweep = self.get(centre)
         if isinstance(centre_sweep, InputError):
             raise centre_sweep
-        width, height = size
-        depth = np.zeros((height, width), dtype=np.float32)
+        depth = np.zeros(size, dtype=np.float32)
         rect_from_world = np.linalg.inv(self.poses[centre])
         labels = centre_sweep.semantic if centre_sweep.semantic is not None else NO_LABELS
         all_points = np.ones(len(centre_sweep.world_points), dtype=bool)
@@ -134,11 +133,10 @@ class SweepWindow:
             centre_sweep.world_points, all_points, rect_from_world, K, depth, s.min_depth,
             NO_LABELS, self.seq.calib.K, self._dynamic,
         )  # fmt: skip
-        used, missing = 1, []
+        used = 1
         for frame in self.neighbours(centre):
             sweep = self.get(frame)
             if isinstance(sweep, InputError):
-                missing.append(frame)
                 continue
             zbuffer_points(
                 sweep.world_points, sweep.trusted, rect_from_world, K, depth, s.min_depth,
@@ -146,12 +144,13 @@ class SweepWindow:
             )  # fmt: skip
             used += 1
         depth[depth > s.max_depth] = 0.0
-        remove_occluded(depth, s.occlusion_radius(width / self.seq.calib.width), s.occlusion_rel_tol)
-        return WindowDepth(centre, depth, centre_sweep.semantic, used, missing)
+        radius = s.occlusion_radius(size.width / self.seq.calib.size.width)
+        remove_occluded(depth, radius, s.occlusion_rel_tol)
+        return AccumulatedDepth(centre, depth, centre_sweep.semantic, used)
 
     def run(
-        self, centres: list[int], K: np.ndarray, size: tuple[int, int]
-    ) -> Iterator[tuple[int, WindowDepth | InputError]]:
+        self, centres: list[int], K: np.ndarray, size: ImageSize
+    ) -> Iterator[tuple[int, AccumulatedDepth | InputError]]:
         """(centre, depth) for each centre in order, reading each sweep once; input errors are
         yielded in place of the depth, not raised, so the caller can skip and count them."""
         for centre in sorted(centres):

@@ -2,7 +2,7 @@
 
 Everything returned is in DESIGN.md's conventions; every malformed input raises
 `InputError` naming the file. Frame-level problems (a truncated sweep, a corrupt PNG) are
-raised too, and the build decides whether to skip and count them.
+raised too, and the source decides whether to skip and count them.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import InputError
+from shards import ImageSize
+
+from ...errors import InputError
 
 SEQUENCE_PATTERN = "2013_05_28_drive_{:04d}_sync"
+# labels of objects that may move (DESIGN.md): their points are not accumulated across frames
 DYNAMIC_LABELS = (24, 25, 26, 27, 28, 31, 32, 33, 43)
 BUILDING_LABEL = 11
 
@@ -63,8 +66,7 @@ class Calibration:
     """Rectified camera 0 intrinsics and the rigid transforms linking camera, LiDAR and IMU."""
 
     K: np.ndarray  # 3x3, pixels of the rectified image
-    width: int
-    height: int
+    size: ImageSize  # of the rectified image (S_rect_00)
     rect_from_cam: np.ndarray  # 4x4, R_rect_00
     pose_from_cam: np.ndarray  # 4x4, calib_cam_to_pose image_00 (unrectified cam0 -> IMU)
     velo_from_cam: np.ndarray  # 4x4, calib_cam_to_velo (unrectified cam0 -> velodyne)
@@ -97,8 +99,7 @@ def read_calibration(root: Path) -> Calibration:
     velo_from_cam = _homogeneous(_parse_floats(to_velo_path, to_velo_path.read_text(), 12, "cam_to_velo"))
     return Calibration(
         K=p_rect[:, :3].copy(),
-        width=int(size[0]),
-        height=int(size[1]),
+        size=ImageSize(height=int(size[1]), width=int(size[0])),
         rect_from_cam=rect_from_cam,
         pose_from_cam=pose_from_cam,
         velo_from_cam=velo_from_cam,
@@ -237,7 +238,6 @@ class Sequence:
 
     def _check_size(self, path: Path, array: np.ndarray) -> None:
         h, w = array.shape[:2]
-        if (w, h) != (self.calib.width, self.calib.height):
-            raise InputError(
-                path, f"image is {w}x{h}, calibration S_rect_00 says {self.calib.width}x{self.calib.height}"
-            )
+        size = self.calib.size
+        if (h, w) != size:
+            raise InputError(path, f"image is {w}x{h}, calibration S_rect_00 says {size.width}x{size.height}")

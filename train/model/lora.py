@@ -1,4 +1,5 @@
-"""LoRA on VGGT through peft: pick target layers from a small spec, report what trains, save/load/merge.
+"""LoRA on VGGT through peft: pick target layers from a small spec, report what trains,
+save, load, copy and merge adapters.
 
 Targets are resolved to an explicit list of full module names, so the adapter_config.json written by
 peft documents exactly which layers were adapted.
@@ -6,13 +7,19 @@ peft documents exactly which layers were adapted.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from rich.console import Console
 from rich.table import Table
+from safetensors.torch import load_file
 from torch import nn
+
+from train.run_dir import ADAPTER_WEIGHTS
+
+log = logging.getLogger(__name__)
 
 BLOCK_SUBMODULES = ("qkv", "proj", "fc1", "fc2")
 DPT_HEADS = {"depth": "depth_head", "point": "point_head"}
@@ -124,6 +131,30 @@ def merge_adapter(model: PeftModel) -> nn.Module:
     return model.merge_and_unload()
 
 
+def load_adapter_weights(model: PeftModel, directory: Path) -> None:
+    """Restore adapter tensors saved by `save_adapter` into an identically configured model."""
+    state = load_file(str(Path(directory) / ADAPTER_WEIGHTS), device=str(next(model.parameters()).device))
+    result = set_peft_model_state_dict(model, state)
+    if getattr(result, "unexpected_keys", None):
+        raise ValueError(f"{directory}: adapter does not match this run's LoRA targets")
+
+
+def copy_matching_adapter(model: PeftModel, adapter_dir: str | Path) -> int:
+    """Copy the LoRA tensors of another run's adapter into the matching layers of `model`
+    (warm start, strategy switch); returns how many tensors were copied."""
+    path = Path(adapter_dir) / ADAPTER_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"lora.init_from: {path} not found")
+    saved = load_file(str(path))
+    result = set_peft_model_state_dict(model, saved)
+    unexpected = len(getattr(result, "unexpected_keys", []) or [])
+    copied = len(saved) - unexpected
+    log.info(
+        "warm start from %s: %d of %d adapter tensors matched this run's targets", path, copied, len(saved)
+    )
+    return copied
+
+
 @dataclass
 class GroupStats:
     group: str
@@ -139,7 +170,7 @@ def _group_of(name: str) -> str:
     return ".".join(parts[:2]) if parts[0] == "aggregator" and len(parts) > 2 else parts[0]
 
 
-def parameter_groups(model: nn.Module) -> list[GroupStats]:
+def parameter_counts(model: nn.Module) -> list[GroupStats]:
     """Total and trainable parameter counts per module group (aggregator parts, each head)."""
     groups: dict[str, GroupStats] = {}
     for name, param in model.named_parameters():
@@ -155,7 +186,7 @@ def trainable_parameter_table(model: nn.Module) -> Table:
     table = Table(title="Trainable parameters")
     for column in ("group", "parameters", "trainable", "%", "LoRA layers"):
         table.add_column(column, justify="left" if column == "group" else "right")
-    groups = parameter_groups(model)
+    groups = parameter_counts(model)
     total = GroupStats(
         "total", *(sum(getattr(g, f) for g in groups) for f in ("total", "trainable", "lora_modules"))
     )

@@ -1,7 +1,7 @@
 """Plain-NumPy reference of the KITTI-360 depth pipeline, frame by frame.
 
 It re-reads and re-registers all 2N+1 sweeps for every frame and uses only vectorized
-NumPy (no Numba, no sliding window). It exists as an independent cross-check of the
+NumPy (no Numba, no sliding cache of sweeps). It exists as an independent cross-check of the
 optimized kernels in tests and as the baseline that `scripts/bench_build.py` measures.
 """
 
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .accumulate import DepthSettings
-from .kitti360 import Sequence
-from .projection import label_lut
+from preprocess.kernels import label_lut
+from preprocess.sources.kitti360.reader import Sequence
+from preprocess.sources.kitti360.sweeps import DepthSettings
+from shards import ImageSize
 
 
 def _project(points_world: np.ndarray, cam_from_world: np.ndarray, K: np.ndarray, min_depth: float):
@@ -33,7 +34,7 @@ def _label_at(rows, cols, ok, labels):
 
 
 def _occluded_mask(depth: np.ndarray, radius: int, rel_tol: float) -> np.ndarray:
-    """Same rule as projection.remove_occluded, computed with shifted copies of the image."""
+    """Same rule as kernels.remove_occluded, computed with shifted copies of the image."""
     h, w = depth.shape
     padded = np.pad(depth, radius)
     limit = depth / (1.0 + rel_tol)
@@ -57,10 +58,10 @@ def _occluded_mask(depth: np.ndarray, radius: int, rel_tol: float) -> np.ndarray
 
 
 def reference_depth(
-    seq: Sequence, centre: int, K: np.ndarray, size: tuple[int, int], settings: DepthSettings
+    seq: Sequence, centre: int, K: np.ndarray, size: ImageSize, settings: DepthSettings
 ) -> np.ndarray:
-    """Depth of one frame, recomputed from scratch (same rules as SweepWindow.depth_for)."""
-    width, height = size
+    """Depth of one frame, recomputed from scratch (same rules as SweepAccumulator.depth_for)."""
+    height, width = size
     poses = seq.world_from_rect
     dynamic = label_lut(settings.dynamic_labels)
     centre_labels = seq.read_semantic(centre)
@@ -90,6 +91,6 @@ def reference_depth(
         np.minimum.at(depth, rows[ok] * width + cols[ok], z[ok])
     depth = np.where(np.isfinite(depth), depth, 0.0).reshape(height, width).astype(np.float32)
     depth[depth > settings.max_depth] = 0.0
-    radius = settings.occlusion_radius(width / seq.calib.width)
+    radius = settings.occlusion_radius(width / seq.calib.size.width)
     depth[_occluded_mask(depth, radius, settings.occlusion_rel_tol)] = 0
     return depth

@@ -1,5 +1,6 @@
-"""Numba kernels shared by every prep path: point projection into a z-buffer, per-point
-label lookup, and removal of points hidden behind nearer surfaces.
+"""Numba kernels shared by every source: point projection into a z-buffer, sweep
+registration, per-point label lookup, removal of points hidden behind nearer surfaces, and
+unprojection of depth to world points.
 
 Pixel (i, j) is centred at (x=j, y=i); a point lands in the pixel nearest to it and the
 nearest point wins (never an average of depths).
@@ -11,30 +12,6 @@ import numba as nb
 import numpy as np
 
 NO_LABELS = np.zeros((0, 0), dtype=np.uint8)
-
-
-def target_size(width: int | None, native_width: int, native_height: int) -> tuple[int, int]:
-    """(width, height) of the stored images: `None` keeps native size, otherwise the height
-    keeps the aspect ratio rounded to a multiple of 14 (VGGT's patch size)."""
-    if width is None:
-        return native_width, native_height
-    if width % 14:
-        raise ValueError(f"width {width} must be a multiple of 14 (VGGT patch size)")
-    height = max(14, round(native_height * width / native_width / 14) * 14)
-    return width, height
-
-
-def resized_intrinsics(K: np.ndarray, native_wh: tuple[int, int], target_wh: tuple[int, int]) -> np.ndarray:
-    """Intrinsics for a resized image under x' = (x + 0.5) * s - 0.5 (pixel centres kept)."""
-    sx = target_wh[0] / native_wh[0]
-    sy = target_wh[1] / native_wh[1]
-    out = np.asarray(K, dtype=np.float64).copy()
-    out[0, 0] *= sx
-    out[0, 1] *= sx
-    out[1, 1] *= sy
-    out[0, 2] = (out[0, 2] + 0.5) * sx - 0.5
-    out[1, 2] = (out[1, 2] + 0.5) * sy - 0.5
-    return out
 
 
 @nb.njit(cache=True, nogil=True, inline="always")

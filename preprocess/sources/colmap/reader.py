@@ -16,8 +16,10 @@ import cv2
 import numpy as np
 import pycolmap
 
-from .errors import InputError
-from .projection import label_lut, zbuffer_points
+from shards import ImageSize
+
+from ...errors import InputError
+from ...kernels import label_lut, zbuffer_points
 
 PIXEL_CENTRE = 0.5  # COLMAP image coordinates of pixel (0, 0)'s centre
 PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")
@@ -30,13 +32,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 class CameraGeometry:
     """How an image file of one camera becomes a stored (undistorted) image.
 
-    `K` is the OpenCV-convention pinhole of the undistorted image of size `size` (W, H);
+    `K` is the OpenCV-convention pinhole of the undistorted image of size `size`;
     `maps` (cv2.remap x/y maps into the file) is None for pinhole cameras.
     """
 
     model: str
-    source_size: tuple[int, int]
-    size: tuple[int, int]
+    source_size: ImageSize  # of the image file
+    size: ImageSize  # of the undistorted image
     K: np.ndarray
     maps: tuple[np.ndarray, np.ndarray] | None
 
@@ -93,7 +95,7 @@ def _undistortion_maps(camera: pycolmap.Camera, pinhole: pycolmap.Camera) -> tup
 def camera_geometry(camera: pycolmap.Camera, model_dir: Path, image_name: str) -> CameraGeometry:
     """Stored-image geometry of a camera; InputError for models that cannot be undistorted."""
     name = camera.model.name
-    source_size = (int(camera.width), int(camera.height))
+    source_size = ImageSize(int(camera.height), int(camera.width))
     if name in PINHOLE_MODELS:
         return CameraGeometry(name, source_size, source_size, _pinhole_K(camera), None)
     if not camera.is_perspective():
@@ -105,7 +107,7 @@ def camera_geometry(camera: pycolmap.Camera, model_dir: Path, image_name: str) -
             "OPENCV_FISHEYE, THIN_PRISM_FISHEYE, ...)",
         )
     pinhole = pycolmap.undistort_camera(pycolmap.UndistortCameraOptions(), camera)
-    size = (int(pinhole.width), int(pinhole.height))
+    size = ImageSize(int(pinhole.height), int(pinhole.width))
     return CameraGeometry(name, source_size, size, _pinhole_K(pinhole), _undistortion_maps(camera, pinhole))
 
 
@@ -150,13 +152,13 @@ def sparse_depth(
     points: np.ndarray,
     cam_from_world: np.ndarray,
     K: np.ndarray,
-    size: tuple[int, int],
+    size: ImageSize,
     occlusion: np.ndarray | None = None,
     K_occlusion: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Z-buffered depth (H, W) of one image's track points at the stored size; points that
-    fall on non-zero pixels of the occlusion mask (intrinsics K_occlusion) are dropped."""
-    depth = np.zeros((size[1], size[0]), dtype=np.float32)
+    """Z-buffered depth of one image's track points at the stored size; points that fall on
+    non-zero pixels of the occlusion mask (intrinsics K_occlusion) are dropped."""
+    depth = np.zeros(size, dtype=np.float32)
     labels = np.zeros((0, 0), np.uint8) if occlusion is None else occlusion
     K_labels = K if K_occlusion is None else K_occlusion
     keep = np.ones(len(points), dtype=np.bool_)
@@ -192,14 +194,14 @@ class RasterFolder:
         return matches[0] if len(matches) == 1 else None
 
 
-def _check_size(path: Path, array: np.ndarray, size: tuple[int, int]) -> None:
-    if (array.shape[1], array.shape[0]) != size:
+def _check_size(path: Path, array: np.ndarray, size: ImageSize) -> None:
+    if array.shape[:2] != size:
         raise InputError(
-            path, f"raster is {array.shape[1]}x{array.shape[0]}, the camera is {size[0]}x{size[1]}"
+            path, f"raster is {array.shape[1]}x{array.shape[0]}, the camera is {size.width}x{size.height}"
         )
 
 
-def read_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
+def read_rgb(path: Path, size: ImageSize) -> np.ndarray:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(path, "image unreadable or corrupt")
@@ -207,7 +209,7 @@ def read_rgb(path: Path, size: tuple[int, int]) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def read_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
+def read_mask(path: Path, size: ImageSize) -> np.ndarray:
     """Single-channel uint8 PNG (occlusion or building mask)."""
     mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if mask is None or mask.ndim != 2 or mask.dtype != np.uint8:
@@ -216,7 +218,7 @@ def read_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def read_dense_depth(path: Path, size: tuple[int, int], png_scale: float) -> np.ndarray:
+def read_dense_depth(path: Path, size: ImageSize, png_scale: float) -> np.ndarray:
     """Ground-truth z-depth in metres, 0 where invalid.
 
     A PNG (recognised by its signature, whatever the file is called) holds 16-bit depth
@@ -232,10 +234,9 @@ def read_dense_depth(path: Path, size: tuple[int, int], png_scale: float) -> np.
         _check_size(path, raw, size)
         return (raw.astype(np.float64) / png_scale).astype(np.float32)
     data = np.fromfile(path, dtype="<f4")
-    if data.size != size[0] * size[1]:
-        raise InputError(
-            path, f"raw float32 depth holds {data.size} values, the camera has {size[0]}x{size[1]} pixels"
-        )
-    depth = data.reshape(size[1], size[0]).astype(np.float32)
+    if data.size != size.width * size.height:
+        camera = f"{size.width}x{size.height}"
+        raise InputError(path, f"raw float32 depth holds {data.size} values, the camera has {camera} pixels")
+    depth = data.reshape(size).astype(np.float32)
     depth[~np.isfinite(depth) | (depth < 0)] = 0.0
     return depth

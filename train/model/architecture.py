@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from shards import PATCH_SIZE
+
 
 @dataclass(frozen=True)
 class VGGTConfig:
     """Every size knob of the model; field defaults reproduce the VGGT-1B checkpoint layout."""
 
     img_size: int = 518  # the pretrained positional grid is img_size // patch_size per side
-    patch_size: int = 14
+    patch_size: int = PATCH_SIZE
     embed_dim: int = 1024
     depth: int = 24  # frame/global block pairs in the aggregator
     num_heads: int = 16

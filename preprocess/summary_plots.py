@@ -1,4 +1,4 @@
-"""PNG plots for `kitti360-prep stats`."""
+"""PNG plots of what a prepared output root holds, for `kitti360-prep stats --plots`."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from shards import STRATA, ShardStore  # noqa: E402
+from shards import STRATA, STRATUM_MIN_RATIO, ShardStore  # noqa: E402
 
-from .stats import RATIO_BINS  # noqa: E402
+from .data_summary import RATIO_BINS  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -37,8 +37,8 @@ def building_ratio_histogram(index: pd.DataFrame, path: Path) -> Path:
     labelled = index.dropna(subset=["building_ratio"])
     for split, group in labelled.groupby("split"):
         ax.hist(group["building_ratio"], bins=RATIO_BINS, alpha=0.6, label=str(split))
-    ax.axvline(0.10, color="k", ls=":", lw=1)
-    ax.axvline(0.30, color="k", ls="--", lw=1)
+    ax.axvline(STRATUM_MIN_RATIO["mixed"], color="k", ls=":", lw=1)
+    ax.axvline(STRATUM_MIN_RATIO["building_rich"], color="k", ls="--", lw=1)
     ax.set(xlabel="building ratio", ylabel="frames", title="Building ratio (dotted: mixed, dashed: rich)")
     if not labelled.empty:
         ax.legend()

@@ -1,4 +1,5 @@
-"""`kitti360-prep stats`: what a prepared output root holds, before anyone trains on it."""
+"""What a prepared output root holds, before anyone trains on it: the tables of
+`kitti360-prep stats`."""
 
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .colmap import PIXEL_CENTRE
-from .kitti360 import read_calibration
-from .synthetic import SynthDataset, load_gt_depth
+from preprocess.sources.colmap.reader import PIXEL_CENTRE
+from preprocess.sources.kitti360.reader import read_calibration
+from preprocess.synthetic import SynthDataset, load_gt_depth
+from shards import ImageSize
 
 VISIBLE_REL_TOL = 0.02  # GT depth at the nearest pixel vs the point's depth
 
@@ -50,7 +51,7 @@ def synthetic_colmap_model(
     """Write `out/cameras.txt, images.txt, points3D.txt` for `frames` of `sequence`, with
     points sampled every `stride` pixels from the GT depth of the `sources` frames."""
     calib = read_calibration(data.root)
-    K, (width, height) = calib.K, (calib.width, calib.height)
+    K, (height, width) = calib.K, calib.size
     poses = _read_gt_poses(data.gt_root, sequence)
     cam_from_world = [np.linalg.inv(poses[f]) for f in frames]
     depths = [load_gt_depth(data.gt_root, sequence, f) for f in frames]
@@ -73,7 +74,7 @@ def synthetic_colmap_model(
         seen[inside] = np.abs(gt[i[inside], j[inside]] - z[inside]) <= VISIBLE_REL_TOL * z[inside]
         for n in np.flatnonzero(seen):
             tracks[n].append((k, float(uv[n, 0]), float(uv[n, 1])))
-    _write_text(out, K, (width, height), frames, cam_from_world, points, tracks)
+    _write_text(out, K, calib.size, frames, cam_from_world, points, tracks)
     images = data.root / "data_2d_raw" / sequence / "image_00" / "data_rect"
     return SyntheticModel(out, images, list(frames), cam_from_world, K, points, tracks)
 
@@ -81,7 +82,7 @@ def synthetic_colmap_model(
 def _write_text(
     out: Path,
     K: np.ndarray,
-    size: tuple[int, int],
+    size: ImageSize,
     frames: list[int],
     cam_from_world: list[np.ndarray],
     points: np.ndarray,
@@ -90,7 +91,7 @@ def _write_text(
     out.mkdir(parents=True, exist_ok=True)
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2] + PIXEL_CENTRE, K[1, 2] + PIXEL_CENTRE
     (out / "cameras.txt").write_text(
-        f"1 PINHOLE {size[0]} {size[1]} {fx:.17g} {fy:.17g} {cx:.17g} {cy:.17g}\n"
+        f"1 PINHOLE {size.width} {size.height} {fx:.17g} {fy:.17g} {cx:.17g} {cy:.17g}\n"
     )
     observations: list[list[str]] = [[] for _ in frames]
     point_lines = []

@@ -1,8 +1,8 @@
 """How good the projected LiDAR depth is, measured against the synthetic scene's exact depth.
 
 Shared by the tests (which assert the thresholds) and `scripts/depth_accuracy.py` (which
-prints the figures). Frames whose +-N window is incomplete at the sequence ends are left
-out so single-sweep and accumulated depth are compared on the same frames.
+prints the figures). Frames whose +-N sweep neighbourhood is incomplete at the sequence
+ends are left out so single-sweep and accumulated depth are compared on the same frames.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..accumulate import DepthSettings, SweepWindow
-from ..kitti360 import Sequence
-from . import load_gt_depth
+from preprocess.sources.kitti360.reader import Sequence
+from preprocess.sources.kitti360.sweeps import DepthSettings, SweepAccumulator
+from preprocess.synthetic import load_gt_depth
 
 OUTLIER_REL = 0.05
 
@@ -34,11 +34,10 @@ def depth_pairs(seq: Sequence, gt_root: Path, accumulate: int, margin: int = 4) 
     """(projected depth, GT depth) at native resolution for the frames `margin` from the ends."""
     frames = sorted(set(seq.frames) & set(seq.world_from_rect))
     centres = frames[margin : len(frames) - margin]
-    window = SweepWindow(seq, DepthSettings(accumulate=accumulate))
-    size = (seq.calib.width, seq.calib.height)
+    sweeps = SweepAccumulator(seq, DepthSettings(accumulate=accumulate))
     return [
         (result.depth, load_gt_depth(gt_root, seq.name, centre))
-        for centre, result in window.run(centres, seq.calib.K, size)
+        for centre, result in sweeps.run(centres, seq.calib.K, seq.calib.size)
     ]
 
 

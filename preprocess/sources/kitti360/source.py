@@ -1,0 +1,221 @@
+"""KITTI-360 as a source: units are fixed `chunk_frames` runs of a sequence's posed frames;
+each frame's depth is its LiDAR sweep plus its +-N posed neighbours (sweeps.py) and its
+building mask comes from its 2D semantics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from shards import ImageSize
+from shards.layout import frame_bytes
+
+from ...errors import InputError
+from ...imaging import resize_image, resize_labels, resized_intrinsics, target_size
+from ...kernels import label_lut
+from ...manifest import config_hash, files_fingerprint
+from ...readahead import ReadAhead
+from ...record import FrameRecord, Skip
+from .. import SequencePlan, UnitPlan
+from .reader import (
+    BUILDING_LABEL,
+    Calibration,
+    Sequence,
+    list_sequences,
+    read_calibration,
+    read_split_lists,
+    sequence_name,
+)
+from .sweeps import DepthSettings, SweepAccumulator, read_sweep_inputs, sweep_frames
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "all")
+SHARD_BYTES_BUDGET = 256 * 2**20  # one shard of frames; a unit writer holds two (filling, writing)
+SHARD_FRAMES = 32  # several shard files per unit, so each one's write overlaps the next frames' work
+CALIBRATION_FILES = ("perspective.txt", "calib_cam_to_pose.txt", "calib_cam_to_velo.txt")
+
+
+@dataclass(frozen=True)
+class Kitti360Config:
+    """Everything that changes the written data; hashed into each unit's completion marker
+    (field names included: renaming one makes every finished unit look changed)."""
+
+    depth: DepthSettings = field(default_factory=DepthSettings)
+    width: int | None = 518
+    building_labels: tuple[int, ...] = (BUILDING_LABEL,)
+    chunk_frames: int = 128
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def assign_splits(sequence: str, frames: list[int], lists: dict[tuple[str, int], str]) -> dict[int, str]:
+    """Official split per frame; unlisted frames take the split of the nearest listed frame of
+    the same sequence (val frames come in contiguous blocks), else 'train'."""
+    listed = sorted((f, s) for (seq, f), s in lists.items() if seq == sequence)
+    if not listed:
+        return dict.fromkeys(frames, "train")
+    keys = np.array([f for f, _ in listed])
+    out = {}
+    for frame in frames:
+        pos = int(np.clip(np.searchsorted(keys, frame), 1, len(keys) - 1)) if len(keys) > 1 else 0
+        best = pos if len(keys) == 1 or abs(keys[pos] - frame) < abs(keys[pos - 1] - frame) else pos - 1
+        out[frame] = listed[best][1]
+    return out
+
+
+def lidar_record(
+    frame: int,
+    split: str,
+    image: np.ndarray,
+    depth: np.ndarray,
+    semantic: np.ndarray | None,
+    sweeps: int,
+    K: np.ndarray,
+    cam_from_world: np.ndarray,
+    building_labels: tuple[int, ...],
+) -> FrameRecord:
+    """A KITTI-360 frame at the stored size: its labels say what is building, and without
+    labels nothing is known about buildings."""
+    known = semantic is not None
+    building = label_lut(building_labels)[semantic] if known else np.zeros(depth.shape, bool)
+    return FrameRecord(
+        frame=frame, split=split, image=image, depth=depth, semantic=semantic,
+        building_mask=building, building_known=known, K=K, cam_from_world=cam_from_world,
+        depth_source="lidar", sweeps=sweeps,
+    )  # fmt: skip
+
+
+@dataclass
+class Kitti360Source:
+    """The selected sequences (`seqs`: 'all', short ids '0000,0002' or full names) of a
+    KITTI-360 root, with the centre frames of `split` ('train', 'val' or 'all').
+
+    Frames without a pose or an image are skipped when planning; frames with a corrupt image
+    or centre sweep while building. A sequence named explicitly must be usable; one found by
+    'all' that is not is reported in the manifest instead."""
+
+    root: Path
+    config: Kitti360Config = field(default_factory=Kitti360Config)
+    seqs: str = "all"
+    split: str = "all"
+    dataset: ClassVar[str] = "kitti360"
+    progress_label: ClassVar[str] = "build"
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
+    @cached_property
+    def calibration(self) -> Calibration:
+        return read_calibration(self.root)
+
+    def check(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"--split must be one of {SPLITS}, got {self.split!r}")
+        self.calibration  # noqa: B018 - calibration problems stop the build before any work
+
+    def plan(self) -> list[SequencePlan]:
+        names, explicit = self._sequence_names()
+        lists = read_split_lists(self.root)
+        plans = []
+        for name in names:
+            try:
+                plans.append(self._plan_sequence(name, lists))
+            except InputError as exc:
+                if explicit:
+                    raise
+                log.warning("skipping sequence %s: %s", name, exc)
+                plans.append(SequencePlan(name, error=str(exc)))
+        return plans
+
+    def _sequence_names(self) -> tuple[list[str], bool]:
+        """The sequences to build, and whether they were named explicitly."""
+        available = list_sequences(self.root)
+        if self.seqs.strip() == "all":
+            return available, False
+        names = [sequence_name(s) for s in self.seqs.split(",") if s.strip()]
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            raise InputError(self.root / "data_2d_raw", f"sequence(s) not found: {', '.join(unknown)}")
+        return names, True
+
+    def _plan_sequence(self, name: str, lists: dict[tuple[str, int], str]) -> SequencePlan:
+        """Units of one sequence with their config hashes; frames without pose/image are skipped."""
+        config = self.config
+        seq = Sequence(self.root, name, self.calibration)
+        image_frames = set(seq.frames)
+        posed = set(seq.world_from_rect)
+        skipped = {f: "no pose in poses.txt" for f in sorted(image_frames - posed)}
+        skipped.update({f: "no image" for f in sorted(posed - image_frames)})
+        candidates = sorted(image_frames & posed)
+        splits = assign_splits(name, candidates, lists)
+        centres = [f for f in candidates if self.split == "all" or splits[f] == self.split]
+        size = target_size(config.width, self.calibration.size)
+        n = config.depth.accumulate
+        calib_files = [self.root / "calibration" / f for f in CALIBRATION_FILES]
+        chunks: dict[int, list[int]] = {}
+        for frame in centres:
+            chunks.setdefault(frame // config.chunk_frames, []).append(frame)
+        units = []
+        for key, frames in sorted(chunks.items()):
+            unit_splits = {f: splits[f] for f in frames}
+            neighbourhood = sorted({s for f in frames for s in range(f - n, f + n + 1) if s in posed})
+            inputs = [*calib_files, seq.pose_dir / "poses.txt"]
+            inputs += [seq.image_path(f) for f in frames]
+            inputs += [p for f in neighbourhood for p in (seq.sweep_path(f), seq.semantic_path(f))]
+            digest = config_hash(
+                {**config.to_dict(), "centres": frames, "splits": unit_splits}, files_fingerprint(inputs)
+            )
+            units.append(UnitPlan(name, f"{key * config.chunk_frames:010d}", size, unit_splits, digest))
+        return SequencePlan(name, units, skipped)
+
+    def frames_per_shard(self, size: ImageSize) -> int:
+        """SHARD_FRAMES per shard file, fewer when that would exceed the write buffer's budget."""
+        budget = SHARD_BYTES_BUDGET // frame_bytes(*size)
+        return int(max(1, min(self.config.chunk_frames, SHARD_FRAMES, budget)))
+
+    def records(self, unit: UnitPlan[str]) -> Iterator[FrameRecord | Skip]:
+        """Each centre of the unit (frames -> split) with its accumulated depth. Two read-ahead
+        threads decode the next frames' sweeps and images while this one projects."""
+        seq = Sequence(self.root, unit.sequence, self.calibration)
+        K = resized_intrinsics(self.calibration.K, self.calibration.size, unit.size)
+        centres = list(unit.frames)
+        reads = ReadAhead(
+            {"sweep": lambda f: read_sweep_inputs(seq, f), "image": seq.read_image},
+            _read_order(centres, self.config.depth.accumulate, seq.world_from_rect),
+        )
+        sweeps = SweepAccumulator(seq, self.config.depth, read=lambda f: reads.get(("sweep", f)))
+        try:
+            for centre, result in sweeps.run(centres, K, unit.size):
+                try:
+                    if isinstance(result, InputError):
+                        raise result
+                    image = resize_image(reads.get(("image", centre)), unit.size)
+                except InputError as exc:
+                    yield Skip(centre, str(exc))
+                    continue
+                semantic = None if result.semantic is None else resize_labels(result.semantic, unit.size)
+                yield lidar_record(
+                    centre, unit.frames[centre], image, result.depth, semantic, result.sweeps, K,
+                    np.linalg.inv(sweeps.poses[centre]), self.config.building_labels,
+                )  # fmt: skip
+        finally:
+            reads.close()
+
+    def manifest_config(self) -> tuple[str, dict]:
+        return self.dataset, {**self.config.to_dict(), "split": self.split}
+
+
+def _read_order(centres: list[int], accumulate: int, poses: dict[int, np.ndarray]) -> list[tuple[str, int]]:
+    """Files in the order the unit consumes them: each centre's neighbourhood sweeps, then its image."""
+    order = []
+    for centre in sorted(centres):
+        order += [("sweep", f) for f in sweep_frames(centre, accumulate, poses)]
+        order.append(("image", centre))
+    return order
