@@ -42,7 +42,7 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """uint8 HxWx3 RGB pixels as stored (EXIF orientation is not applied, as in COLMAP)."""
+    """uint8 HxWx3 RGB pixels as stored (EXIF orientation is not applied: sizes match the headers)."""
     try:
         with Image.open(path) as image:
             return np.array(image.convert("RGB"))
