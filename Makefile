@@ -26,6 +26,13 @@ demo: setup
 	$(BIN)/vggt-eval $(DEMO)/run --shards $(DEMO)/prepared --device cpu \
 		--seq-len 4 --seq-stride 4 --out $(DEMO)/run/eval
 	@echo "report: $(DEMO)/run/eval/report.md"
+	rm -rf $(DEMO)/frames && mkdir -p $(DEMO)/frames
+	cp $$(ls $(DEMO)/synthetic/KITTI-360/data_2d_raw/2013_05_28_drive_0002_sync/image_00/data_rect/*.png | head -n 10) $(DEMO)/frames/
+	# known KITTI-360 camera-0 intrinsics: the demo's briefly trained tiny model predicts no usable field of view
+	$(BIN)/vggt-infer $(DEMO)/run --images $(DEMO)/frames --out $(DEMO)/infer --force --device cpu \
+		--seq-len 6 --stride 4 --intrinsics 552.554261,552.554261,682.049453,238.769549
+	$(BIN)/python scripts/infer_figure.py $(DEMO)/infer --out $(DEMO)/infer/overview.png
+	@echo "point cloud: $(DEMO)/infer/points.ply (overview picture: $(DEMO)/infer/overview.png)"
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -3,11 +3,13 @@ directory, a folder of peft adapter folders, or one adapter folder; see train.ru
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from train.run_dir import find_adapters
 
+log = logging.getLogger(__name__)
 BASELINE = "baseline"
 
 
@@ -22,3 +24,15 @@ def checkpoints_to_evaluate(ckpt_dir: Path, include_baseline: bool = True) -> li
     """Baseline first, then the adapters ordered by epoch (or name)."""
     found = [Checkpoint(a.tag, a.path, a.epoch) for a in find_adapters(ckpt_dir)]
     return ([Checkpoint(BASELINE, None, 0)] if include_baseline else []) + found
+
+
+def newest_adapter(path: Path) -> Path:
+    """The adapter to use from `path` (run dir, folder of adapters, or one adapter): the newest
+    by epoch (then name); logs which one when there is a choice."""
+    found = find_adapters(path)
+    if not found:
+        raise FileNotFoundError(f"{path} holds no LoRA adapter (no adapter_config.json)")
+    if len(found) > 1:
+        log.info("%s: using %s, the newest of %d adapters (pass its folder to choose another)",
+                 path, found[-1].tag, len(found))  # fmt: skip
+    return found[-1].path

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from train.model import as_model_input, build_base_model, decode_pose, load_adapter
 from train.run_dir import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
+from .adapter_fit import check_adapter_fits
 from .window_metrics import Prediction
 
 
@@ -29,8 +30,9 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def check_adapter(path: Path) -> None:
-    """Fail early, naming the file, on a missing or unreadable adapter (peft's own errors do not)."""
+def check_adapter(path: Path) -> dict[str, tuple[int, ...]]:
+    """Fail early, naming the file, on a missing or unreadable adapter (peft's own errors do not);
+    returns the shape of each saved tensor."""
     config, weights = path / ADAPTER_CONFIG, path / ADAPTER_WEIGHTS
     for file in (config, weights):
         if not file.is_file():
@@ -40,7 +42,7 @@ def check_adapter(path: Path) -> None:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"adapter file {config} is not valid JSON: {exc}") from None
     try:
-        load_file(str(weights))
+        return {key: tuple(tensor.shape) for key, tensor in load_file(str(weights)).items()}
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"adapter file {weights} is broken: {exc}") from None
 
@@ -62,22 +64,30 @@ class Predictor:
             self.model = self.model.unload()
         if path is None:
             return
-        check_adapter(Path(path))
+        check_adapter_fits(self.model, check_adapter(Path(path)), str(path))
         try:
             self.model = load_adapter(self.model, path, trainable=False).to(self.device).eval()
         except (RuntimeError, KeyError, ValueError) as exc:
             raise ValueError(f"adapter {path} does not fit the base model: {exc}") from None
 
     @torch.inference_mode()
+    def outputs(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Float frames [S,3,H,W] in [0,1] (H, W multiples of 14) -> the model's outputs of the
+        one window, float32 on the CPU: pose_enc [S,9], depth [S,H,W,1], depth_conf [S,H,W],
+        world_points [S,H,W,3], world_points_conf [S,H,W]."""
+        out = self.model(frames.to(self.device))
+        names = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
+        return {k: out[k][0].float().cpu() for k in names if k in out}
+
     def predict(self, images) -> Prediction:
         """uint8 frames [S,H,W,3] (H, W multiples of 14) -> depth, cameras and world points."""
-        frames = as_model_input(torch.as_tensor(images)).to(self.device)
-        out = self.model(frames)
-        cam_from_world, _ = decode_pose(out["pose_enc"][0].float(), tuple(frames.shape[-2:]))
+        frames = as_model_input(torch.as_tensor(images))
+        out = self.outputs(frames)
+        cam_from_world, _ = decode_pose(out["pose_enc"], tuple(frames.shape[-2:]))
         return Prediction(
-            depth=out["depth"][0, ..., 0].float().cpu().numpy(),
-            cam_from_world=cam_from_world.cpu().numpy(),
-            world_points=out["world_points"][0].float().cpu().numpy(),
+            depth=out["depth"][..., 0].numpy(),
+            cam_from_world=cam_from_world.numpy(),
+            world_points=out["world_points"].numpy(),
         )
 
     def peak_memory_gb(self) -> float:
