@@ -3,10 +3,11 @@ directory, a folder of peft adapter folders, or one adapter folder; see train.ru
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from train.run_dir import find_adapters
+from train.run_dir import CONFIG_FILE, find_adapters, read_run_record
 
 BASELINE = "baseline"
 
@@ -22,3 +23,13 @@ def checkpoints_to_evaluate(ckpt_dir: Path, include_baseline: bool = True) -> li
     """Baseline first, then the adapters ordered by epoch (or name)."""
     found = [Checkpoint(a.tag, a.path, a.epoch) for a in find_adapters(ckpt_dir)]
     return ([Checkpoint(BASELINE, None, 0)] if include_baseline else []) + found
+
+
+def training_record(adapter: Path | None) -> dict | None:
+    """What the adapter's saved run config says about its training data (None for the baseline
+    or an adapter saved without a run config); stored with the result for the report."""
+    config = None if adapter is None else Path(adapter) / CONFIG_FILE
+    if config is None or not config.is_file():
+        return None
+    data = read_run_record(config).data
+    return {"config": str(config), **dataclasses.asdict(data)}

@@ -70,13 +70,15 @@ class Predictor:
 
     @torch.inference_mode()
     def predict(self, images) -> Prediction:
-        """uint8 frames [S,H,W,3] (H, W multiples of 14) -> depth, cameras and world points."""
+        """uint8 frames [S,H,W,3] (H, W multiples of 14) -> depth, cameras (intrinsics at this
+        resolution) and world points."""
         frames = as_model_input(torch.as_tensor(images)).to(self.device)
         out = self.model(frames)
-        cam_from_world, _ = decode_pose(out["pose_enc"][0].float(), tuple(frames.shape[-2:]))
+        cam_from_world, intrinsics = decode_pose(out["pose_enc"][0].float(), tuple(frames.shape[-2:]))
         return Prediction(
             depth=out["depth"][0, ..., 0].float().cpu().numpy(),
             cam_from_world=cam_from_world.cpu().numpy(),
+            intrinsics=intrinsics.cpu().numpy(),
             world_points=out["world_points"][0].float().cpu().numpy(),
         )
 

@@ -47,7 +47,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shards = args.shards or prepared_shards(Path(tmp))
         store = ShardStore(shards)
-        windows = select_windows(store.index, "val", args.seq_len, args.seq_len)
+        selection = select_windows(store, "val", args.seq_len, args.seq_len)
+        windows = selection.windows
         settings = EvalSettings(
             ckpt_dir=Path(tmp), shards=shards, out=Path(tmp), split="val", seq_len=args.seq_len,
             seq_stride=args.seq_len, model_size=args.model_size, seed=0, device=args.device,
@@ -57,7 +58,7 @@ def main() -> None:
         references = ReferenceCache()
         runtimes = [
             evaluate_checkpoint(
-                Checkpoint(BASELINE if i == 0 else f"pass{i}", None, i), predictor, store, windows,
+                Checkpoint(BASELINE if i == 0 else f"pass{i}", None, i), predictor, store, selection,
                 settings, Path(tmp), references,
             )["runtime"]
             for i in range(args.passes)
