@@ -50,7 +50,8 @@ def test_paired_interval_detects_consistent_gain_and_ignores_noise():
     p_gain = sign_flip_pvalue(better - baseline)
     assert p_gain == pytest.approx(1 / 20_001)  # no sign pattern beats the observed one
     assert verdict(gain.mean, p_gain, "building/abs_rel") == "gain"
-    assert verdict(gain.mean, p_gain, "all/delta1") == "loss"  # the same drop is a loss where higher is better
+    # the same drop is a loss where higher is better
+    assert verdict(gain.mean, p_gain, "all/delta1") == "loss"
     # unpaired intervals of the two runs overlap: only pairing shows the gain
     assert bootstrap_ci(better).hi > bootstrap_ci(baseline).lo
     no_change = paired_bootstrap_ci(noisy, baseline)
