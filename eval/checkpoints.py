@@ -25,6 +25,12 @@ def checkpoints_to_evaluate(ckpt_dir: Path, include_baseline: bool = True) -> li
     return ([Checkpoint(BASELINE, None, 0)] if include_baseline else []) + found
 
 
+def adapts_point_head(adapters: list[Path]) -> bool:
+    """Whether any adapter's saved run config puts LoRA on the point head."""
+    configs = [Path(a) / CONFIG_FILE for a in adapters]
+    return any("point" in (read_run_record(c).lora.get("heads") or []) for c in configs if c.is_file())
+
+
 def training_record(adapter: Path | None) -> dict | None:
     """What the adapter's saved run config says about its training data (None for the baseline
     or an adapter saved without a run config); stored with the result for the report."""

@@ -63,8 +63,12 @@ def evaluate(
     bf16: Annotated[bool, typer.Option("--bf16", help="bf16 autocast for the aggregator (CUDA)")] = False,
     geometry: Annotated[bool, typer.Option(help="Normals and facade planarity (slower)")] = True,
     pointmap: Annotated[
-        bool, typer.Option(help="Also score the point head's geometry (pointmap/...)")
-    ] = True,
+        str,
+        typer.Option(
+            help="Score the point head's geometry (pointmap/...): auto (when a run adapts the "
+            "point head) | on | off"
+        ),
+    ] = "auto",
     composite: Annotated[str | None, typer.Option(help="JSON of composite weights per metric")] = None,
     top_k: Annotated[int, typer.Option(help="Keep-list: top k per headline metric")] = 1,
     adjust: Annotated[
@@ -81,7 +85,7 @@ def evaluate(
             ckpt_dir=ckpt_dir, shards=shards, weights=weights, seed=seed, model_size=model_size, split=split,
             sequences=_sequence_list(sequences), seq_len=seq_len, seq_stride=seq_stride, max_seqs=max_seqs,
             max_gap=max_gap, min_baseline_m=min_baseline, align=align, out=out or Path(ckpt_dir) / "eval",
-            device=device, bf16=bf16, geometry=geometry, pointmap=pointmap,
+            device=device, bf16=bf16, geometry=geometry, pointmap=_switch(pointmap, "--pointmap"),
             composite=_composite(composite), top_k=top_k, adjust=adjust,
         )  # fmt: skip
         report = run_evaluation(settings)
@@ -89,6 +93,14 @@ def evaluate(
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(code=2) from None
     console.print(f"report: {report}")
+
+
+def _switch(text: str, option: str) -> bool | None:
+    """auto | on | off -> None | True | False."""
+    choices = {"auto": None, "on": True, "off": False}
+    if text not in choices:
+        raise ValueError(f"{option}: need auto, on or off, got {text!r}")
+    return choices[text]
 
 
 def _sequence_list(text: str | None) -> tuple[str, ...] | None:

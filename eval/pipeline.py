@@ -11,7 +11,7 @@ from shards import ShardStore
 from . import plots
 from .aggregate import DEFAULT_COMPOSITE, best_and_keep, composite_scores, overall_table, paired_table
 from .base_model import resolve_base
-from .checkpoints import checkpoints_to_evaluate, training_record
+from .checkpoints import adapts_point_head, checkpoints_to_evaluate, training_record
 from .provenance import adapter_fingerprint, code_version, shards_fingerprint
 from .report import describe_selection, write_report
 from .results import discard_partial_results, finished, load_qualitative, load_results
@@ -34,7 +34,10 @@ def run_evaluation(settings: EvalSettings) -> Path:
         settings.sequences, settings.max_gap, settings.min_baseline_m,
     )  # fmt: skip
     base = resolve_base(adapters, settings.model_size, settings.weights, settings.seed)
-    settings = dataclasses.replace(settings, model_size=base.size, weights=base.weights, seed=base.seed)
+    pointmap = adapts_point_head(adapters) if settings.pointmap is None else settings.pointmap
+    settings = dataclasses.replace(
+        settings, model_size=base.size, weights=base.weights, seed=base.seed, pointmap=pointmap
+    )
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     discard_partial_results(out)
@@ -93,16 +96,15 @@ def write_outputs(out: Path, settings: EvalSettings, tags: list[str]) -> Path:
             out / "geometry_vs_epoch.png",
             "Geometry (depth unprojected with predicted cameras)",
         ),
-        plots.metric_curves(
-            overall,
-            [m for m in headline if m.startswith("pointmap/")],
-            out / "pointmap_vs_epoch.png",
-            "Point-head geometry",
-        ),
         plots.building_vs_rest(overall, out / "building_vs_non_building.png"),
         plots.depth_bins(rows, out / "error_vs_depth_bin.png"),
         plots.summary_radar(overall, out / "summary_radar.png"),
     ]
+    pointmap = [m for m in headline if m.startswith("pointmap/")]
+    if pointmap:
+        figures.append(
+            plots.metric_curves(overall, pointmap, out / "pointmap_vs_epoch.png", "Point-head geometry")
+        )
     samples = load_qualitative(out, tags[-1])
     if samples:
         figures.append(plots.qualitative_grid(samples, out / "qualitative.png"))

@@ -157,6 +157,12 @@ def write_report(
             "",
         ]
         lines += _metric_table(overall, pointmap)
+    elif settings.get("pointmap") is False:
+        lines += [
+            "",
+            "Point-head geometry (`pointmap/...`) was not scored: no evaluated run adapts the point "
+            "head (`--pointmap on` scores it).",
+        ]
     lines += ["", "## Best checkpoints", ""]
     lines += [f"- by `{k}`: **{v}**" for k, v in best.items()] or ["- only the baseline was evaluated"]
     lines += [

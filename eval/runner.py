@@ -16,6 +16,7 @@ from shards import ShardStore
 
 from .align import fit_depth_scale
 from .checkpoints import Checkpoint
+from .metrics.normals import load_kernels
 from .predict import Predictor
 from .results import summarise, write_result
 from .settings import EvalSettings
@@ -52,7 +53,10 @@ def evaluate_checkpoint(
     ``training`` (what the adapter's run config says about its data) are stored with the result.
     """
     predictor.use_adapter(checkpoint.adapter)
-    options = MetricOptions(align=settings.align, geometry=settings.geometry, pointmap=settings.pointmap)
+    load_kernels()  # a one-time start-up cost, like building the model: not metric time
+    options = MetricOptions(
+        align=settings.align, geometry=settings.geometry, pointmap=bool(settings.pointmap)
+    )
     windows = selection.windows
     rows: list[dict] = []
     qualitative: list[dict] = []

@@ -54,7 +54,7 @@ class EvalSettings:
     device: str = "auto"
     bf16: bool = False
     geometry: bool = True
-    pointmap: bool = True
+    pointmap: bool | None = None  # None: scored when an evaluated run adapts the point head
     composite: dict[str, float] | None = None
     top_k: int = 1
     adjust: str = "holm"

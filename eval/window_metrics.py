@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from shards.windows import camera_centres
 
@@ -28,17 +29,18 @@ class Prediction:
     world_points: np.ndarray  # [S,H,W,3] (point head)
 
     def unprojected_depth(self, pixels: np.ndarray) -> np.ndarray:
-        """World points [N,3] of flat pixel indices ``pixels`` into [S,H,W]: the predicted depth
-        unprojected through the predicted intrinsics and extrinsics (pixel (i, j) at x=j, y=i)."""
+        """World points [N,3] of sorted flat pixel indices ``pixels`` into [S,H,W]: the predicted
+        depth unprojected through the predicted intrinsics and extrinsics (pixel (i, j) at x=j, y=i)."""
         n_frames, height, width = self.depth.shape
-        frame, within = np.divmod(pixels, height * width)
-        row, col = np.divmod(within, width)
-        z = self.depth.reshape(-1)[pixels].astype(np.float64)
-        k = self.intrinsics.astype(np.float64)[frame]
-        cam = np.stack([(col - k[:, 0, 2]) / k[:, 0, 0] * z, (row - k[:, 1, 2]) / k[:, 1, 1] * z, z], axis=-1)
-        cfw = self.cam_from_world.astype(np.float64)[frame]
-        # world = R^T (cam - t)
-        return np.einsum("nji,nj->ni", cfw[:, :3, :3], cam - cfw[:, :3, 3])
+        bounds = np.searchsorted(pixels, np.arange(n_frames + 1) * height * width)
+        points = np.empty((len(pixels), 3))
+        for f, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            row, col = np.divmod(pixels[lo:hi] - f * height * width, width)
+            z = self.depth[f].reshape(-1)[pixels[lo:hi] - f * height * width].astype(np.float64)
+            k, cfw = self.intrinsics[f].astype(np.float64), self.cam_from_world[f].astype(np.float64)
+            cam = np.stack([(col - k[0, 2]) / k[0, 0] * z, (row - k[1, 2]) / k[1, 1] * z, z], axis=-1)
+            points[lo:hi] = (cam - cfw[:3, 3]) @ cfw[:3, :3]  # world = R^T (cam - t)
+        return points
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,10 @@ class ReferenceCache:
             self._bytes += reference.nbytes
         return reference
 
+
+# The metrics multiply [N,3] arrays by 3x3 matrices: a BLAS thread pool only adds hand-off cost
+# there, and on a busy CPU (model inference between windows) it made them 10-80x slower.
+_THREADS = ThreadpoolController()
 
 # Point metric groups: (cloud group, geometry group, alignment record name) per point source.
 DEPTH_POINTS = ("pointcloud", "geometry", "sim3_depth_cameras")
@@ -112,6 +118,7 @@ def _point_rows(
     return rows
 
 
+@_THREADS.wrap(limits=1, user_api="blas")
 def evaluate_window(
     pred: Prediction,
     gt: WindowData,

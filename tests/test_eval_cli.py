@@ -23,7 +23,7 @@ from preprocess.sources.kitti360 import DepthSettings, Kitti360Config, Kitti360S
 from preprocess.synthetic import generate_synthetic_kitti360
 from train.model import LoraSpec, apply_lora, build_base_model, save_adapter
 
-ARGS = ["--model-size", "tiny", "--device", "cpu", "--seq-len", "4", "--seq-stride", "4"]
+ARGS = ["--model-size", "tiny", "--device", "cpu", "--seq-len", "4", "--seq-stride", "4", "--pointmap", "on"]
 PLOTS = (
     "depth_vs_epoch.png", "pose_vs_epoch.png", "geometry_vs_epoch.png", "pointmap_vs_epoch.png",
     "building_vs_non_building.png", "error_vs_depth_bin.png", "summary_radar.png", "qualitative.png",

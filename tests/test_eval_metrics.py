@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 
 from eval.align import align_points, fit_depth_scale, umeyama
 from eval.metrics.depth import DEPTH_METRICS, depth_metrics
-from eval.metrics.geometry import GeometryParams, building_geometry, reference_geometry
+from eval.metrics.geometry import GeometryParams, building_geometry, normal_angle_deg, reference_geometry
 from eval.metrics.planes import extract_planes
 from eval.metrics.pointcloud import pointcloud_metrics
 from eval.metrics.pose import camera_centres, pose_auc, pose_metrics
@@ -204,7 +204,7 @@ def test_unprojected_depth_matches_the_model_unprojection():
     cfw = random_cfw(rng, 3)
     k = np.tile(K, (3, 1, 1)) * [[1.0], [1.3], [1.0]]
     pred = Prediction(depth, cfw, k, np.zeros((*depth.shape, 3)))
-    pixels = rng.permutation(depth.size)[:50]
+    pixels = np.sort(rng.permutation(depth.size)[:50])
     expected = unproject_depth(*(torch.from_numpy(a) for a in (depth, cfw, k))).numpy().reshape(-1, 3)
     np.testing.assert_allclose(pred.unprojected_depth(pixels), expected[pixels], atol=1e-10)
 
@@ -522,6 +522,25 @@ def test_plane_extraction_is_seeded_and_repeatable():
         len(inliers), rel=0.05
     )
     assert extract_planes(np.zeros((10, 3)), 0.05, 3, 3, 100, seed=0) == []  # degenerate: no plane
+
+
+def test_plane_normals_match_open3d_on_the_same_neighbourhoods(scene):
+    import open3d as o3d
+
+    from eval.metrics.normals import neighbourhoods, plane_normals
+
+    _, depth, points, _ = scene
+    cloud = points[depth > 0]
+    neighbours, counts = neighbourhoods(cloud, 1.0, 30)
+    ours = plane_normals(cloud, neighbours, counts, min_neighbors=3)
+    reference = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(cloud))
+    reference.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=1.0, max_nn=30))
+    theirs = np.asarray(reference.normals)
+    fitted = np.isfinite(ours).all(1)
+    assert fitted.mean() > 0.99
+    angle = normal_angle_deg(ours[fitted], theirs[fitted])
+    assert np.median(angle) < 1e-6 and (angle < 1e-3).mean() > 0.99  # ties at wall corners may differ
+    np.testing.assert_allclose(np.linalg.norm(ours[fitted], axis=1), 1.0)
 
 
 def test_isolated_points_have_no_normal_instead_of_a_default_one():

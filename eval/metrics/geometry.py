@@ -1,12 +1,12 @@
 """Surface geometry of one window: normal error (building pixels and the whole image) and
 facade planarity.
 
-GT normals come from local plane fits on the GT point cloud (open3d), not from finite
-differences of sparse depth, and predicted normals from the same fits on the aligned predicted
-points of the same pixels. Planes are found by seeded RANSAC on GT building points
-(eval.metrics.planes); the aligned predicted points of a plane's pixels are scored by their
-distance to that GT plane. The residuals include GT's own distance to its plane (at most
-``plane_distance``), a floor that is the same for every checkpoint.
+GT normals come from local plane fits on the GT point cloud, not from finite differences of
+sparse depth, and predicted normals from plane fits through the aligned predicted points of the
+same pixels (the same neighbourhoods, eval.metrics.normals). Planes are found by seeded RANSAC
+on GT building points (eval.metrics.planes); the aligned predicted points of a plane's pixels
+are scored by their distance to that GT plane. The residuals include GT's own distance to its
+plane (at most ``plane_distance``), a floor that is the same for every checkpoint.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import open3d as o3d
-from scipy.spatial import cKDTree
 
+from eval.metrics.normals import neighbourhoods, plane_normals
 from eval.metrics.planes import extract_planes
 from eval.metrics.result import MetricResult
 
@@ -40,25 +39,11 @@ class GeometryParams:
     seed: int = 0
 
 
-def estimate_normals(
-    points: np.ndarray, centres: np.ndarray, radius: float, max_nn: int, min_neighbors: int
-) -> np.ndarray:
-    """Unit normals [N,3] of ``points`` [N,3] from local plane fits (open3d KD-tree hybrid search),
-    each flipped toward its camera centre (``centres`` [N,3]).
-
-    A point with fewer than ``min_neighbors`` points within ``radius`` (itself included) has no
-    local plane and gets NaN, rather than open3d's silent default normal.
-    """
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
-    cloud.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=radius, max_nn=max_nn))
-    normals = np.asarray(cloud.normals).copy()
+def _facing(normals: np.ndarray, points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Normals flipped toward the camera centre that saw each point (the score is sign-free;
+    this only makes stored normals readable)."""
     away = ((centres - points) * normals).sum(-1) < 0
-    normals[away] *= -1.0
-    # distance to the min_neighbors-th nearest point (self included) decides support; far
-    # cheaper than counting every point within the radius
-    kth = cKDTree(points).query(points, k=[min_neighbors], distance_upper_bound=radius * (1 + 1e-9))[0]
-    normals[~np.isfinite(kth[:, 0])] = np.nan
-    return normals
+    return np.where(away[:, None], -normals, normals)
 
 
 def _summarise(values: np.ndarray, stats: dict[str, Callable[[np.ndarray], float]]) -> dict[str, float]:
@@ -101,6 +86,8 @@ class ReferenceGeometry:
     keep: np.ndarray  # [K] indices of the valid pixels the metrics use (a fixed-seed subsample)
     scored: np.ndarray  # [K] bool: building pixels (building normals and facade planes)
     viewpoints: np.ndarray  # [K,3] GT centre of the camera that saw each kept pixel
+    neighbours: np.ndarray  # [K, normal_max_nn] GT neighbourhood of each kept pixel (indices into keep)
+    counts: np.ndarray  # [K] size of each neighbourhood
     normals: np.ndarray  # [K,3] GT normals of the kept pixels (NaN: no local plane)
     planes: list[tuple[np.ndarray, np.ndarray]]  # (unit plane [a,b,c,d], indices into scored pixels)
 
@@ -110,6 +97,8 @@ class ReferenceGeometry:
             self.keep,
             self.scored,
             self.viewpoints,
+            self.neighbours,
+            self.counts,
             self.normals,
             *(a for pl in self.planes for a in pl),
         ]
@@ -128,11 +117,12 @@ def reference_geometry(
         keep = np.sort(np.random.default_rng(p.seed).choice(len(keep), p.max_points, replace=False))
     gt, scored = gt_points[keep].astype(np.float64), building[keep]
     centres = viewpoints[keep].astype(np.float32)  # only orients normals
-    normals = estimate_normals(gt, centres, p.normal_radius, p.normal_max_nn, p.normal_min_neighbors)
+    neighbours, counts = neighbourhoods(gt, p.normal_radius, p.normal_max_nn)
+    normals = _facing(plane_normals(gt, neighbours, counts, p.normal_min_neighbors), gt, centres)
     planes = extract_planes(
         gt[scored], p.plane_distance, p.plane_min_inliers, p.max_planes, p.ransac_iterations, p.seed
     )
-    return ReferenceGeometry(p, keep.astype(np.int32), scored, centres, normals, planes)
+    return ReferenceGeometry(p, keep.astype(np.int32), scored, centres, neighbours, counts, normals, planes)
 
 
 def building_geometry(
@@ -142,15 +132,13 @@ def building_geometry(
 
     ``pred_points`` [N,3] are the predicted points of the window's valid pixels, already aligned
     to GT world (as ``align_record`` says); ``reference`` is the window's GT side. Normals are
-    fitted on all kept pixels (so a facade's neighbourhood is complete) and scored where GT has
-    a local plane. Groups: ``normals`` (building pixels) and ``normals_all`` (every pixel),
-    in degrees and percent, and ``planarity`` (metres, percent).
+    fitted over the GT neighbourhoods of all kept pixels (so a facade's neighbourhood is complete)
+    and scored where GT has a local plane. Groups: ``normals`` (building pixels) and
+    ``normals_all`` (every pixel), in degrees and percent, and ``planarity`` (metres, percent).
     """
     p, ref = reference.params, reference
     pr = pred_points[ref.keep].astype(np.float64)
-    pred_normals = estimate_normals(
-        pr, ref.viewpoints, p.normal_radius, p.normal_max_nn, p.normal_min_neighbors
-    )
+    pred_normals = plane_normals(pr, ref.neighbours, ref.counts, p.normal_min_neighbors)
     has_gt = np.isfinite(ref.normals).all(-1)
     err = normal_angle_deg(ref.normals[has_gt], pred_normals[has_gt])
     bld_pr = pr[ref.scored]
