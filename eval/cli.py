@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 
 from .windows import DEFAULT_MAX_GAP, DEFAULT_MIN_BASELINE_M
 
@@ -90,7 +91,7 @@ def evaluate(
         )  # fmt: skip
         report = run_evaluation(settings)
     except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(code=2) from None
     console.print(f"report: {report}")
 
@@ -134,7 +135,7 @@ def compare(
     try:
         comparison = compare_runs(eval_dirs, out, adjust)
     except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(code=2) from None
     console.print(f"comparison: {comparison}")
 
