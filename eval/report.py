@@ -28,9 +28,9 @@ def describe_selection(selection: dict) -> str:
     if not selection:
         return "window rules not recorded"
     return (
-        f"no window spans a gap of more than {selection['max_gap']} frames: {selection['gaps']} such "
-        f"gaps, {selection['short_runs']} gap-free runs shorter than a window, "
-        f"{selection['frames_in_no_window']} frames in no window; {selection['pose_skipped']} of "
+        f"no window spans a gap of more than {selection['max_gap']} frames (gaps found: "
+        f"{selection['gaps']}; gap-free runs shorter than a window: {selection['short_runs']}; "
+        f"frames in no window: {selection['frames_in_no_window']}); {selection['pose_skipped']} of "
         f"{selection['windows']} windows move less than {selection['min_baseline_m']:g} m "
         "(GT camera path) and are left out of pose metrics"
     )
@@ -40,8 +40,11 @@ def _names(names: list[str] | None, empty: str) -> str:
     return ", ".join(names) if names else empty
 
 
-def describe_training(training: dict | None, evaluated: list[str]) -> str:
-    """The leakage guard of a checkpoint's run, and whether the evaluated sequences were trained on."""
+def describe_training(training: dict | None, splits: dict[str, list[str]]) -> str:
+    """The leakage guard of a checkpoint's run, and whether the evaluated sequences were trained on.
+
+    ``splits`` maps each evaluated `dataset/sequence` to the splits its frames have in the shards:
+    a sequence was trained on when the run's split, sequences and exclusions let it in."""
     if training is None:
         return "no run config saved with the adapter: training data not recorded"
     if not training.get("recorded"):
@@ -57,12 +60,13 @@ def describe_training(training: dict | None, evaluated: list[str]) -> str:
         else f"val buffer {buffer:g} m (train frames within {buffer:g} m of a val frame of the same "
         "drive left out)",
     ]
-    names = [e.split("/", 1)[-1] for e in evaluated]
+    split = training.get("split")
     seen = [
-        n
-        for n in names
-        if (trained is None or any(sequence_matches(n, t) for t in trained))
-        and not any(sequence_matches(n, t) for t in excluded)
+        name
+        for name, its_splits in ((key.split("/", 1)[-1], value) for key, value in splits.items())
+        if (split in (None, "all") or split in its_splits)
+        and (trained is None or any(sequence_matches(name, t) for t in trained))
+        and not any(sequence_matches(name, t) for t in excluded)
     ]
     if not seen:
         parts.append("no evaluated sequence was trained on (held out)")
@@ -75,21 +79,40 @@ def describe_training(training: dict | None, evaluated: list[str]) -> str:
     return "; ".join(parts)
 
 
-def _training_lines(summaries: list[dict], evaluated: list[str]) -> list[str]:
+def _training_lines(summaries: list[dict], splits: dict[str, list[str]]) -> list[str]:
     """One line per distinct training description, naming the checkpoints it covers."""
     lines: dict[str, list[str]] = {}
     for s in summaries:
         if s.get("adapter") is None:
             continue
-        lines.setdefault(describe_training(s.get("training"), evaluated), []).append(s["checkpoint"])
+        lines.setdefault(describe_training(s.get("training"), splits), []).append(s["checkpoint"])
     return [f"- {', '.join(tags)}: {text}" for text, tags in lines.items()] or ["- only the baseline"]
 
 
-def _metric_table(overall: pd.DataFrame, metrics: list[str]) -> list[str]:
-    lines = ["| checkpoint | " + " | ".join(metrics) + " | composite |", "|---" * (len(metrics) + 2) + "|"]
+def power_note(paired: pd.DataFrame, adjust: str) -> list[str]:
+    """A warning when the report has too few windows for any verdict to survive the adjustment."""
+    tested = paired[paired["p_adjusted"].notna()] if "p_adjusted" in paired else paired.iloc[:0]
+    if tested.empty:
+        return []
+    n, m = int(tested["windows"].max()), len(tested)
+    if n > EXACT_PERMUTATION_MAX_N:
+        return []
+    floor = 2.0 / 2**n * (m if adjust == "holm" else 1)
+    if floor < ALPHA:
+        return []
+    return [
+        f"- with {n} windows and {m} tests no change can be significant (smallest possible adjusted "
+        f"p-value {min(floor, 1.0):.3g}): evaluate more windows (more sequences, a smaller --seq-stride)"
+    ]
+
+
+def _metric_table(overall: pd.DataFrame, metrics: list[str], composite: bool = True) -> list[str]:
+    columns = [*metrics, "composite"] if composite else metrics
+    lines = ["| checkpoint | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for _, row in overall.iterrows():
         cells = [f"{_fmt(row[m])} [{_fmt(row[m + '/ci_lo'])}, {_fmt(row[m + '/ci_hi'])}]" for m in metrics]
-        lines.append(f"| {row['checkpoint']} | " + " | ".join(cells) + f" | {_fmt(row['composite'])} |")
+        cells += [_fmt(row["composite"])] if composite else []
+        lines.append(f"| {row['checkpoint']} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -127,7 +150,7 @@ def write_report(
         "",
         "## Training data and leakage",
         "",
-        *_training_lines(summaries, evaluated),
+        *_training_lines(summaries, selection.get("splits", {})),
         "",
         "## Statistics",
         "",
@@ -137,6 +160,7 @@ def write_report(
         f"- multiple comparisons: {ADJUSTMENT_NAMES.get(adjust, adjust)} over all {n_tests} tests of this "
         f"report (checkpoints x headline metrics); a change counts as a gain or loss only where the "
         f"adjusted p-value is below {ALPHA}",
+        *power_note(paired, adjust),
         "",
         "## Headline metrics (mean [95% CI])",
         "",
@@ -156,7 +180,7 @@ def write_report(
             "runs that train the point head.",
             "",
         ]
-        lines += _metric_table(overall, pointmap)
+        lines += _metric_table(overall, pointmap, composite=False)
     elif settings.get("pointmap") is False:
         lines += [
             "",

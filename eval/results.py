@@ -96,7 +96,7 @@ def summarise(rows: pd.DataFrame, n_boot: int = 1000) -> dict[str, dict]:
     out = {}
     for mg, group, metric in HEADLINE:
         sel = rows[(rows["metric_group"] == mg) & (rows["group"] == group)]
-        if metric not in sel:
+        if sel.empty or metric not in sel:
             continue
         ci = bootstrap_ci(sel[metric].to_numpy(dtype=float), n_boot=n_boot)
         out[headline_name(mg, group, metric)] = {"mean": ci.mean, "lo": ci.lo, "hi": ci.hi, "n": ci.n}

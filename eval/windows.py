@@ -44,6 +44,7 @@ class WindowSelection:
     max_gap: int
     min_baseline_m: float
     sequences: list[str] = field(default_factory=list)  # dataset/sequence evaluated
+    splits: dict[str, list[str]] = field(default_factory=dict)  # splits each of them has in the shards
     gaps: int = 0  # places where consecutive stored frames are more than max_gap apart
     short_runs: int = 0  # gap-free runs with fewer frames than a window
     frames_in_no_window: int = 0
@@ -59,6 +60,7 @@ class WindowSelection:
     def summary(self) -> dict[str, object]:
         return {
             "sequences": self.sequences,
+            "splits": self.splits,
             "max_gap": self.max_gap,
             "min_baseline_m": self.min_baseline_m,
             "gaps": self.gaps,
@@ -149,6 +151,10 @@ def select_windows(
         max_gap,
         min_baseline_m,
         sequences=[f"{d}/{s}" for (d, s), _ in groups],
+        splits={
+            f"{d}/{s}": sorted(set(index.loc[(index["dataset"] == d) & (index["sequence"] == s), "split"]))
+            for (d, s), _ in groups
+        },
         gaps=gaps,
         short_runs=short_runs,
         frames_in_no_window=sum(len(g) for _, g in groups) - covered,

@@ -115,3 +115,13 @@ def test_paired_table_adjusts_over_all_checkpoints_and_metrics():
     assert set(table["adjustment"]) == {"holm"}
     # the paired intervals alone exclude zero: without the adjustment both would be "gains"
     assert (table["diff_hi"] < 0).all()
+
+
+def test_report_warns_when_no_verdict_can_survive_the_adjustment():
+    from eval.report import power_note
+
+    paired = pd.DataFrame({"windows": [9] * 40, "p_adjusted": [0.15] * 40})
+    (note,) = power_note(paired, "holm")  # 40 x 2/2^9 = 0.156: nothing can reach 0.05
+    assert "with 9 windows and 40 tests no change can be significant" in note and "0.156" in note
+    assert power_note(paired, "bh") == []  # BH can reach 2/2^9
+    assert power_note(paired.assign(windows=20), "holm") == []

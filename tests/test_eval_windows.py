@@ -57,7 +57,7 @@ def test_windows_never_span_a_gap_and_stationary_ones_skip_pose():
     summary = selection.summary()
     assert (summary["gaps"], summary["pose_skipped"], summary["frames_in_no_window"]) == (1, 1, 0)
     text = describe_selection(summary)
-    assert "1 such gaps" in text and "1 of 6 windows move less than 1 m" in text
+    assert "gaps found: 1" in text and "1 of 6 windows move less than 1 m" in text
 
     # stored-frame runs of old: with a large max_gap a window bridges the gap
     bridged = select_windows(store, "val", seq_len=8, seq_stride=8, max_gap=20)
@@ -85,6 +85,9 @@ def test_held_out_sequences_by_name_or_drive_number():
         "kitti360/2013_05_28_drive_0003_sync",
         "kitti360/2013_05_28_drive_0007_sync",
     ]
+    assert chosen.summary()["splits"] == {
+        "kitti360/2013_05_28_drive_0003_sync": ["train"], "kitti360/2013_05_28_drive_0007_sync": ["val"]
+    }  # fmt: skip
     with pytest.raises(ValueError, match="no sequence '0009'.*known: 2013_05_28_drive_0000_sync"):
         select_windows(store, "all", 4, 4, sequences=["0009"])
     with pytest.raises(ValueError, match="has no frames of split 'val'; use --split all"):
@@ -92,7 +95,7 @@ def test_held_out_sequences_by_name_or_drive_number():
 
 
 def test_report_states_the_leakage_buffer_and_held_out_sequences():
-    evaluated = ["kitti360/2013_05_28_drive_0007_sync"]
+    evaluated = {"kitti360/2013_05_28_drive_0007_sync": ["train", "val"]}
     record = {"config": "run/config.yaml", "recorded": True, "split": "train", "sequences": None}
     buffered = describe_training(record | {"exclude_sequences": None, "val_buffer_m": 50.0}, evaluated)
     assert "val buffer 50 m" in buffered and "beyond the buffer: 2013_05_28_drive_0007_sync" in buffered
@@ -104,3 +107,7 @@ def test_report_states_the_leakage_buffer_and_held_out_sequences():
     assert "val buffer not recorded" in old_run
     assert "not recorded" in describe_training({"config": "c.yaml", "recorded": False}, evaluated)
     assert "not recorded" in describe_training(None, evaluated)
+    # a drive with no frames of the training split was never trained on, buffer or not
+    val_only = {"kitti360/2013_05_28_drive_0007_sync": ["val"]}
+    unbuffered_val = describe_training(record | {"exclude_sequences": None, "val_buffer_m": 0.0}, val_only)
+    assert "no evaluated sequence was trained on" in unbuffered_val
