@@ -93,7 +93,7 @@ class EvalSettings:
         resolved); a stored result made with another key is stale and is evaluated again."""
         return {
             "split": self.split,
-            "sequences": list(self.sequences) if self.sequences else None,
+            "sequences": sorted(self.sequences) if self.sequences else None,
             "seq_len": self.seq_len,
             "seq_stride": self.seq_stride,
             "max_gap": self.max_gap,
