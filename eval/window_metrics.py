@@ -83,8 +83,6 @@ _THREADS = ThreadpoolController()
 # Point metric groups: (cloud group, geometry group, alignment record name) per point source.
 DEPTH_POINTS = ("pointcloud", "geometry", "sim3_depth_cameras")
 POINT_HEAD = ("pointmap", "pointmap", "sim3_points")
-
-
 MIN_POINTS = 3  # valid pixels a window needs for point metrics (a Sim(3) fit)
 
 
