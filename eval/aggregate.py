@@ -8,7 +8,14 @@ import pandas as pd
 
 from .checkpoints import BASELINE
 from .results import HEADLINE, headline_name, per_window
-from .statistics import higher_is_better, paired_bootstrap_ci, verdict
+from .statistics import (
+    Adjustment,
+    adjust_pvalues,
+    higher_is_better,
+    paired_bootstrap_ci,
+    sign_flip_pvalue,
+    verdict,
+)
 
 DEFAULT_COMPOSITE = {
     "depth/all/abs_rel": 0.3,
@@ -20,8 +27,10 @@ DEFAULT_COMPOSITE = {
 }
 
 
-def paired_table(rows: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
-    """Per checkpoint and headline metric: mean, paired (ckpt - baseline) interval, verdict."""
+def paired_table(rows: pd.DataFrame, n_boot: int = 1000, adjust: Adjustment = "holm") -> pd.DataFrame:
+    """Per checkpoint and headline metric: mean, paired (ckpt - baseline) interval, raw and
+    adjusted p-values and the verdict. The adjustment runs over the whole table: every
+    checkpoint x metric test of the report is one family."""
     records = []
     for mg, group, name in HEADLINE:
         metric = headline_name(mg, group, name)
@@ -32,15 +41,31 @@ def paired_table(rows: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
             if tag == BASELINE:
                 continue
             pair = table[[tag, BASELINE]].dropna()
-            diff = paired_bootstrap_ci(pair[tag].to_numpy(), pair[BASELINE].to_numpy(), n_boot=n_boot)
+            candidate, baseline = pair[tag].to_numpy(), pair[BASELINE].to_numpy()
+            diff = paired_bootstrap_ci(candidate, baseline, n_boot=n_boot)
             records.append(
                 {
                     "checkpoint": tag, "metric": metric, "mean": float(pair[tag].mean()),
-                    "baseline": float(pair[BASELINE].mean()), "diff": diff.mean, "diff_lo": diff.lo,
-                    "diff_hi": diff.hi, "windows": diff.n, "verdict": verdict(diff, name),
+                    "baseline": float(pair[BASELINE].mean()), "diff": diff.mean,
+                    "diff_lo": diff.lo, "diff_hi": diff.hi, "windows": diff.n,
+                    "p_value": sign_flip_pvalue(candidate - baseline),
                 }
             )  # fmt: skip
-    return pd.DataFrame(records)
+    return with_verdicts(pd.DataFrame(records), adjust)
+
+
+def with_verdicts(table: pd.DataFrame, adjust: Adjustment, diff: str = "diff") -> pd.DataFrame:
+    """Adds `p_adjusted` (over all rows, one family), `adjustment` and `verdict` columns to a
+    table of paired tests with `metric`, ``diff`` and `p_value` columns."""
+    if table.empty:
+        return table
+    table = table.copy()
+    table["p_adjusted"] = adjust_pvalues(table["p_value"].to_numpy(dtype=float), adjust)
+    table["adjustment"] = adjust
+    table["verdict"] = [
+        verdict(d, p, m) for d, p, m in zip(table[diff], table["p_adjusted"], table["metric"], strict=True)
+    ]
+    return table
 
 
 def composite_scores(summaries: list[dict], weights: dict[str, float]) -> dict[str, float]:

@@ -12,7 +12,7 @@ from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 
-DepthAlignMode = Literal["window", "window_median", "frame_median", "none"]
+DepthAlignMode = Literal["window", "window_median", "frame_median", "scale_shift", "none"]
 DEPTH_ALIGN_MODES: tuple[str, ...] = get_args(DepthAlignMode)
 
 
@@ -70,29 +70,53 @@ def align_points(
     return umeyama(pred, gt, with_scale=with_scale)
 
 
+def _finite_median(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else float("nan")
+
+
 @dataclass(frozen=True)
 class DepthAlignment:
-    """Per-frame scales [S] applied to predicted depth, and the mode that produced them.
+    """Per-frame scales [S] (and, for ``scale_shift``, shifts [S]) applied to predicted depth,
+    and the mode that produced them.
 
-    Frames without any valid pixel get a NaN scale (no evidence), which only touches
-    pixels that no metric reads.
+    Frames without enough valid pixels get NaN (no evidence), which only touches pixels that
+    no metric reads.
     """
 
     mode: str
     scales: np.ndarray
+    shifts: np.ndarray | None = None
 
     def apply(self, pred: np.ndarray) -> np.ndarray:
-        """Scaled prediction [S,H,W]."""
-        return pred * self.scales[:, None, None]
+        """Aligned prediction [S,H,W]: scale * pred (+ shift)."""
+        aligned = pred * self.scales[:, None, None]
+        return aligned if self.shifts is None else aligned + self.shifts[:, None, None]
 
     def record(self) -> dict[str, object]:
-        """Flat description for result tables; the median is the window scale for window modes."""
-        finite = self.scales[np.isfinite(self.scales)]
-        return {"align": self.mode, "align_scale": float(np.median(finite)) if finite.size else float("nan")}
+        """Flat description for result tables; medians over frames (the window's value for window
+        modes). The shift, in metres, is only recorded by the mode that fits one."""
+        record: dict[str, object] = {"align": self.mode, "align_scale": _finite_median(self.scales)}
+        if self.shifts is not None:
+            record["align_shift"] = _finite_median(self.shifts)
+        return record
 
 
 def _ratio_median(ratios: np.ndarray) -> float:
     return float(np.median(ratios)) if ratios.size else float("nan")
+
+
+def _scale_and_shift(p: np.ndarray, g: np.ndarray) -> tuple[float, float]:
+    """Least-squares (s, t) minimising sum (s p + t - g)^2; NaN without two distinct predictions."""
+    if p.size < 2:
+        return float("nan"), float("nan")
+    p_mean, g_mean = p.mean(), g.mean()
+    p_c = p - p_mean
+    denom = float(p_c @ p_c)
+    if denom <= 1e-12 * max(float(p_mean) ** 2, 1e-300) * p.size:
+        return float("nan"), float("nan")
+    s = float(p_c @ (g - g_mean)) / denom
+    return s, float(g_mean - s * p_mean)
 
 
 def fit_depth_scale(
@@ -104,6 +128,8 @@ def fit_depth_scale(
       share one scale, so per-frame scale drift stays visible as error.
     - ``window_median``: one robust scale, the median of gt/pred over the window's pixels.
     - ``frame_median``: one median scale per frame (hides scale drift between frames).
+    - ``scale_shift``: per frame, the least-squares scale and shift (pred * s + t), as in
+      affine-invariant depth benchmarks; hides drift and an offset.
     - ``none``: s = 1 (for metric-scale predictions).
     """
     if mode not in DEPTH_ALIGN_MODES:
@@ -118,6 +144,13 @@ def fit_depth_scale(
         scale = np.full(n_frames, float(p @ g) / denom if denom > 0 else np.nan)
     elif mode == "window_median":
         scale = np.full(n_frames, _ratio_median(gt[ok] / pred[ok]))
+    elif mode == "scale_shift":
+        fits = [
+            _scale_and_shift(pred[i][ok[i]].astype(np.float64), gt[i][ok[i]].astype(np.float64))
+            for i in range(n_frames)
+        ]
+        scales, shifts = (np.array(v, dtype=np.float64).reshape(n_frames) for v in zip(*fits, strict=True))
+        return DepthAlignment(mode, scales, shifts)
     else:
         scale = np.array([_ratio_median(gt[i][ok[i]] / pred[i][ok[i]]) for i in range(n_frames)])
     return DepthAlignment(mode, scale.astype(np.float64))

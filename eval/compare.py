@@ -10,9 +10,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .aggregate import with_verdicts  # noqa: E402
 from .checkpoints import BASELINE  # noqa: E402
-from .results import HEADLINE, headline_name, load_results, per_window  # noqa: E402  # noqa: E402
-from .statistics import higher_is_better, paired_bootstrap_ci, verdict  # noqa: E402
+from .results import HEADLINE, headline_name, load_results, per_window  # noqa: E402
+from .statistics import (  # noqa: E402
+    ADJUSTMENT_NAMES,
+    ALPHA,
+    Adjustment,
+    higher_is_better,
+    paired_bootstrap_ci,
+    sign_flip_pvalue,
+)
 
 
 def _best(overall: pd.DataFrame) -> str:
@@ -22,7 +30,11 @@ def _best(overall: pd.DataFrame) -> str:
     return str(runs.sort_values("composite", ascending=False)["checkpoint"].iloc[0])
 
 
-def compare_runs(eval_dirs: list[Path], out: Path) -> Path:
+def compare_runs(eval_dirs: list[Path], out: Path, adjust: Adjustment = "holm") -> Path:
+    """Best checkpoint of each run side by side; paired tests between the runs' best checkpoints
+    on shared windows, adjusted over all pairs x metrics together."""
+    if adjust not in ADJUSTMENT_NAMES:
+        raise ValueError(f"--adjust: need one of {', '.join(ADJUSTMENT_NAMES)}, got {adjust!r}")
     out.mkdir(parents=True, exist_ok=True)
     runs = {}
     for d in eval_dirs:
@@ -55,12 +67,15 @@ def compare_runs(eval_dirs: list[Path], out: Path) -> Path:
                 ).dropna()
                 if joined.empty:
                     continue
-                diff = paired_bootstrap_ci(joined["a"].to_numpy(), joined["b"].to_numpy())
+                a_values, b_values = joined["a"].to_numpy(), joined["b"].to_numpy()
+                diff = paired_bootstrap_ci(a_values, b_values)
                 paired.append(
                     {"run_a": a, "run_b": b, "metric": metric, "diff_a_minus_b": diff.mean, "lo": diff.lo,
-                     "hi": diff.hi, "windows": diff.n, "verdict_for_a": verdict(diff, metric)}
+                     "hi": diff.hi, "windows": diff.n, "p_value": sign_flip_pvalue(a_values - b_values)}
                 )  # fmt: skip
-    pd.DataFrame(paired).to_csv(out / "paired.csv", index=False)
+    tests = with_verdicts(pd.DataFrame(paired), adjust, diff="diff_a_minus_b")
+    tests = tests.rename(columns={"verdict": "verdict_for_a"})
+    tests.to_csv(out / "paired.csv", index=False)
 
     present = [m for m in metrics if any(m in o for o, _ in runs.values())]
     fig, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 3.2), squeeze=False)
@@ -80,7 +95,9 @@ def compare_runs(eval_dirs: list[Path], out: Path) -> Path:
     md.write_text(
         "# Run comparison\n\n```\n"
         + table.to_string(index=False)
-        + "\n```\n\nPaired differences (best checkpoints, "
-        "shared windows): see paired.csv\n\n![curves](comparison_curves.png)\n"
+        + "\n```\n\nPaired differences of the best checkpoints on shared windows: see paired.csv. "
+        f"Sign-flip permutation p-values, adjusted over all {len(tests)} tests with "
+        f"{ADJUSTMENT_NAMES[adjust]}; `verdict_for_a` is a gain or loss only where the adjusted "
+        f"p-value is below {ALPHA}.\n\n![curves](comparison_curves.png)\n"
     )
     return md

@@ -80,13 +80,15 @@ class Predictor:
         return {k: out[k][0].float().cpu() for k in names if k in out}
 
     def predict(self, images) -> Prediction:
-        """uint8 frames [S,H,W,3] (H, W multiples of 14) -> depth, cameras and world points."""
+        """uint8 frames [S,H,W,3] (H, W multiples of 14) -> depth, cameras (intrinsics at this
+        resolution) and world points."""
         frames = as_model_input(torch.as_tensor(images))
         out = self.outputs(frames)
-        cam_from_world, _ = decode_pose(out["pose_enc"], tuple(frames.shape[-2:]))
+        cam_from_world, intrinsics = decode_pose(out["pose_enc"], tuple(frames.shape[-2:]))
         return Prediction(
             depth=out["depth"][..., 0].numpy(),
             cam_from_world=cam_from_world.numpy(),
+            intrinsics=intrinsics.numpy(),
             world_points=out["world_points"].numpy(),
         )
 

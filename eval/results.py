@@ -22,6 +22,8 @@ from .checkpoints import BASELINE
 from .statistics import bootstrap_ci
 
 log = logging.getLogger(__name__)
+# Geometry headlines (`geometry`, `pointcloud`) score predicted depth unprojected with the
+# predicted cameras; `pointmap` scores the point head by the same definitions.
 HEADLINE = (
     ("depth", "all", "abs_rel"),
     ("depth", "all", "delta1"),
@@ -30,18 +32,26 @@ HEADLINE = (
     ("pose", "pose", "ate_rmse"),
     ("pose", "pose", "auc_30"),
     ("geometry", "normals", "normal_median"),
+    ("geometry", "normals_all", "normal_median"),
     ("geometry", "planarity", "planarity_mean"),
     ("pointcloud", "all", "chamfer"),
+    ("pointmap", "normals", "normal_median"),
+    ("pointmap", "planarity", "planarity_mean"),
+    ("pointmap", "all", "chamfer"),
 )
 QUALITATIVE_KEYS = ("image", "gt", "pred", "building")
+METRICS_SUFFIX = "_metrics.json"
 
 
 def headline_name(metric_group: str, group: str, metric: str) -> str:
     return f"{metric_group}/{group}/{metric}"
 
 
+HEADLINE_METRICS: tuple[str, ...] = tuple(headline_name(*h) for h in HEADLINE)
+
+
 def _metrics_path(out: Path, tag: str) -> Path:
-    return out / f"{tag}_metrics.json"
+    return out / f"{tag}{METRICS_SUFFIX}"
 
 
 def _windows_path(out: Path, tag: str) -> Path:
@@ -56,17 +66,27 @@ def discard_partial_results(out: Path) -> None:
     discard_staging(out, recursive=False)
 
 
-def finished(out: Path, tag: str, result_key: dict, window_ids: list[str]) -> bool:
-    """True when both result files exist and were made with these settings and windows."""
+def finished(out: Path, tag: str, result_key: dict, window_ids: list[str], inputs: dict) -> bool:
+    """True when both result files exist and were made with these settings, windows and inputs
+    (code version, shards, adapter); otherwise says what changed."""
     metrics, windows = _metrics_path(out, tag), _windows_path(out, tag)
     if not (metrics.is_file() and windows.is_file()):
         return False
     try:
         stored = json.loads(metrics.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return False
-    if stored.get("settings") != result_key or stored.get("window_ids") != window_ids:
-        log.warning("%s: stored result used other settings or windows; evaluating again", tag)
+    changed = [
+        what
+        for what, now, then in (
+            ("settings", result_key, stored.get("settings")),
+            ("windows", window_ids, stored.get("window_ids")),
+            *((f"{k} (inputs)", v, (stored.get("inputs") or {}).get(k)) for k, v in inputs.items()),
+        )
+        if now != then
+    ]
+    if changed:
+        log.warning("%s: stored result has other %s; evaluating again", tag, ", ".join(changed))
         return False
     return True
 
@@ -76,7 +96,7 @@ def summarise(rows: pd.DataFrame, n_boot: int = 1000) -> dict[str, dict]:
     out = {}
     for mg, group, metric in HEADLINE:
         sel = rows[(rows["metric_group"] == mg) & (rows["group"] == group)]
-        if metric not in sel:
+        if sel.empty or metric not in sel:
             continue
         ci = bootstrap_ci(sel[metric].to_numpy(dtype=float), n_boot=n_boot)
         out[headline_name(mg, group, metric)] = {"mean": ci.mean, "lo": ci.lo, "hi": ci.hi, "n": ci.n}
@@ -109,9 +129,32 @@ def load_qualitative(out: Path, tag: str) -> list[dict]:
         ]
 
 
-def load_results(out: Path) -> tuple[pd.DataFrame, list[dict]]:
-    """All finished checkpoints' window rows and summaries (unfinished ones are ignored)."""
-    summaries = [json.loads(p.read_text()) for p in sorted(out.glob("*_metrics.json"))]
+def _read_summary(path: Path) -> dict | None:
+    """A stored summary whose `checkpoint` is the tag in its own file name (so a stored tag can
+    never point at files elsewhere); None, with a warning, for anything else."""
+    tag = path.name.removesuffix(METRICS_SUFFIX)
+    try:
+        summary = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        log.warning("%s: not readable (%s); ignored", path, exc)
+        return None
+    if not isinstance(summary, dict) or summary.get("checkpoint") != tag:
+        log.warning("%s: names checkpoint %r, not %r; ignored", path, summary.get("checkpoint"), tag)
+        return None
+    if not _windows_path(path.parent, tag).is_file():
+        log.warning("%s: its window table is missing; ignored", path)
+        return None
+    return summary
+
+
+def load_results(out: Path, tags: list[str] | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Finished checkpoints' window rows and summaries (all of them, or those of ``tags``);
+    unfinished or unreadable ones are left out."""
+    paths = sorted(out.glob(f"*{METRICS_SUFFIX}"))
+    if tags is not None:
+        wanted = {_metrics_path(out, t).name for t in tags}
+        paths = [p for p in paths if p.name in wanted]
+    summaries = [s for s in map(_read_summary, paths) if s is not None]
     tables = [pd.read_parquet(_windows_path(out, s["checkpoint"])) for s in summaries]
     rows = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     summaries.sort(key=lambda s: (s["checkpoint"] != BASELINE, s["epoch"] if s["epoch"] is not None else 1e9))

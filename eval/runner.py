@@ -16,11 +16,12 @@ from shards import ShardStore
 
 from .align import fit_depth_scale
 from .checkpoints import Checkpoint
+from .metrics.normals import load_kernels
 from .predict import Predictor
 from .results import summarise, write_result
 from .settings import EvalSettings
-from .window_metrics import MetricOptions, Prediction, ReferenceCache, evaluate_window
-from .windows import EvalWindow, WindowData, load_window
+from .window_metrics import MetricOptions, NonFinitePrediction, Prediction, ReferenceCache, evaluate_window
+from .windows import WindowData, WindowSelection, load_window
 
 QUALITATIVE_WINDOWS = 3
 
@@ -38,18 +39,25 @@ def evaluate_checkpoint(
     checkpoint: Checkpoint,
     predictor: Predictor,
     store: ShardStore,
-    windows: list[EvalWindow],
+    selection: WindowSelection,
     settings: EvalSettings,
     out: Path,
     references: ReferenceCache | None = None,
+    inputs: dict | None = None,
+    training: dict | None = None,
 ) -> dict:
     """Evaluate one checkpoint on every window; returns its summary (also written to disk).
 
     ``settings`` has its base model resolved; ``references`` carries GT-only geometry from
-    checkpoint to checkpoint of one run.
+    checkpoint to checkpoint of one run. ``inputs`` (code, shards, adapter fingerprints) and
+    ``training`` (what the adapter's run config says about its data) are stored with the result.
     """
     predictor.use_adapter(checkpoint.adapter)
-    options = MetricOptions(align=settings.align, geometry=settings.geometry)
+    load_kernels()  # a one-time start-up cost, like building the model: not metric time
+    options = MetricOptions(
+        align=settings.align, geometry=settings.geometry, pointmap=bool(settings.pointmap)
+    )
+    windows = selection.windows
     rows: list[dict] = []
     qualitative: list[dict] = []
     infer_s = metric_s = 0.0
@@ -59,7 +67,12 @@ def evaluate_checkpoint(
         t0 = time.perf_counter()
         pred = predictor.predict(gt.image)
         t1 = time.perf_counter()
-        window_rows = evaluate_window(pred, gt, options, references)
+        try:
+            window_rows = evaluate_window(pred, gt, options, references, pose=selection.pose_window(window))
+        except NonFinitePrediction as exc:
+            raise ValueError(
+                f"checkpoint {checkpoint.tag} ({checkpoint.adapter}), window {window.window_id}: {exc}"
+            ) from None
         metric_s += time.perf_counter() - t1
         infer_s += t1 - t0
         frames += len(window.frames)
@@ -67,8 +80,9 @@ def evaluate_checkpoint(
             qualitative.append(qualitative_sample(pred, gt, settings.align))
         for row in window_rows:
             rows.append(
-                {"checkpoint": checkpoint.tag, "epoch": checkpoint.epoch, "window": window.window_id, **row}
-            )
+                {"checkpoint": checkpoint.tag, "epoch": checkpoint.epoch, "window": window.window_id,
+                 "path_m": window.path_m, **row}
+            )  # fmt: skip
     table = pd.DataFrame(rows)
     summary = {
         "checkpoint": checkpoint.tag,
@@ -76,8 +90,16 @@ def evaluate_checkpoint(
         "adapter": str(checkpoint.adapter) if checkpoint.adapter else None,
         "windows": len(windows),
         "window_ids": [w.window_id for w in windows],
+        "window_selection": selection.summary(),
         "settings": settings.result_key(),
-        "alignment": {"depth": settings.align, "points": "sim3_points", "pose": "sim3_umeyama_centres"},
+        "inputs": inputs or {},
+        "training": training,
+        "alignment": {
+            "depth": settings.align,
+            "geometry": "sim3_depth_cameras",
+            "pointmap": "sim3_points",
+            "pose": "sim3_umeyama_centres",
+        },
         "metrics": summarise(table),
         "runtime": {
             "frames_per_s": frames / max(infer_s, 1e-9),

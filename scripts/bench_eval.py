@@ -6,7 +6,10 @@ checkpoints of a run (a LoRA checkpoint costs the same to score; its inference i
 the GT-only geometry the evaluator computes once per window is reused as in a real run. Prints
 the runtime block the evaluator records for each pass and the share over all passes. Without
 --shards a small synthetic KITTI-360 scene is generated and prepared first (not timed).
-Usage: python scripts/bench_eval.py [--shards OUT] [--seq-len 8] [--passes 3] [--device cpu]
+--threads N runs both sides on N threads (torch, BLAS and OpenMP), which makes the share a
+ratio of CPU work that holds on a machine shared with other jobs.
+Usage: python scripts/bench_eval.py [--shards OUT] [--seq-len 8] [--passes 3] [--device cpu] [--threads N]
+       [--pointmap]
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+
+import torch
+from threadpoolctl import threadpool_limits
 
 from eval.checkpoints import BASELINE, Checkpoint
 from eval.predict import Predictor
@@ -43,26 +49,39 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model-size", default="tiny")
     parser.add_argument("--passes", type=int, default=3, help="baseline + (passes - 1) stand-in checkpoints")
+    parser.add_argument("--pointmap", action="store_true", help="also score the point head (pointmap/...)")
+    parser.add_argument(
+        "--threads", type=int, help="threads for inference and metrics (default: library defaults)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        threadpool_limits(limits=args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         shards = args.shards or prepared_shards(Path(tmp))
         store = ShardStore(shards)
-        windows = select_windows(store.index, "val", args.seq_len, args.seq_len)
+        selection = select_windows(store, "val", args.seq_len, args.seq_len)
+        windows = selection.windows
         settings = EvalSettings(
             ckpt_dir=Path(tmp), shards=shards, out=Path(tmp), split="val", seq_len=args.seq_len,
             seq_stride=args.seq_len, model_size=args.model_size, seed=0, device=args.device,
+            pointmap=args.pointmap,
         )  # fmt: skip
         predictor = Predictor(args.model_size, None, args.device, bf16=False)
         predictor.predict(store.read(windows[0].sequence, windows[0].frames[0])["image"][None])  # warm-up
         references = ReferenceCache()
         runtimes = [
             evaluate_checkpoint(
-                Checkpoint(BASELINE if i == 0 else f"pass{i}", None, i), predictor, store, windows,
+                Checkpoint(BASELINE if i == 0 else f"pass{i}", None, i), predictor, store, selection,
                 settings, Path(tmp), references,
             )["runtime"]
             for i in range(args.passes)
         ]  # fmt: skip
-    print(f"{len(windows)} windows of {args.seq_len} frames, {args.model_size} model on {args.device}")
+    threads = f"{args.threads} thread(s)" if args.threads else "default threads"
+    print(
+        f"{len(windows)} windows of {args.seq_len} frames, {args.model_size} model on {args.device}, "
+        f"{threads}, point-head geometry {'on' if args.pointmap else 'off'}"
+    )
     for i, runtime in enumerate(runtimes):
         print(f"pass {i} ({'baseline' if i == 0 else 'stand-in checkpoint'}): {json.dumps(runtime)}")
     infer = sum(r["inference_s"] for r in runtimes)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from eval import pipeline
 from eval.cli import app
 from eval.predict import Predictor
 from eval.results import load_results
@@ -22,10 +23,10 @@ from preprocess.sources.kitti360 import DepthSettings, Kitti360Config, Kitti360S
 from preprocess.synthetic import generate_synthetic_kitti360
 from train.model import LoraSpec, apply_lora, build_base_model, save_adapter
 
-ARGS = ["--model-size", "tiny", "--device", "cpu", "--seq-len", "4", "--seq-stride", "4"]
+ARGS = ["--model-size", "tiny", "--device", "cpu", "--seq-len", "4", "--seq-stride", "4", "--pointmap", "on"]
 PLOTS = (
-    "depth_vs_epoch.png", "pose_vs_epoch.png", "geometry_vs_epoch.png", "building_vs_non_building.png",
-    "error_vs_depth_bin.png", "summary_radar.png", "qualitative.png",
+    "depth_vs_epoch.png", "pose_vs_epoch.png", "geometry_vs_epoch.png", "pointmap_vs_epoch.png",
+    "building_vs_non_building.png", "error_vs_depth_bin.png", "summary_radar.png", "qualitative.png",
 )  # fmt: skip
 
 
@@ -70,15 +71,31 @@ def test_outputs(setup):
     rows = pd.read_parquet(out / "windows.parquet")
     windows = rows.groupby("checkpoint")["window"].apply(lambda w: sorted(set(w)))
     assert windows["baseline"] == windows["epoch_0001"] == windows["epoch_0002"]
-    assert set(rows["metric_group"]) == {"depth", "pose", "pointcloud", "geometry"}
-    # the adapters touch only the depth head: depth moves, poses do not
-    assert overall["depth/all/abs_rel"].nunique() == 3
-    assert overall["pose/pose/ate_rmse"].nunique() == 1
+    assert set(rows["metric_group"]) == {"depth", "pose", "pointcloud", "geometry", "pointmap"}
+    # the adapters touch only the depth head: depth and the geometry made from depth and cameras
+    # move; poses and the point head's geometry do not
+    for metric in (
+        "depth/all/abs_rel", "geometry/normals/normal_median", "geometry/normals_all/normal_median",
+        "geometry/planarity/planarity_mean", "pointcloud/all/chamfer",
+    ):  # fmt: skip
+        assert overall[metric].nunique() == 3, metric
+    for metric in (
+        "pose/pose/ate_rmse", "pointmap/normals/normal_median", "pointmap/planarity/planarity_mean",
+        "pointmap/all/chamfer",
+    ):  # fmt: skip
+        assert overall[metric].nunique() == 1, metric
     paired = pd.read_csv(out / "paired_vs_baseline.csv")
     assert set(paired["checkpoint"]) == {"epoch_0001", "epoch_0002"}
+    assert {"p_value", "p_adjusted", "adjustment", "verdict"} <= set(paired.columns)
+    assert (paired["p_adjusted"] >= paired["p_value"]).all()
     summary = json.loads((out / "epoch_0001_metrics.json").read_text())
     assert summary["alignment"]["depth"] == "window"
-    assert "alignment" in (out / "report.md").read_text()
+    assert summary["alignment"]["geometry"] == "sim3_depth_cameras"
+    assert set(summary["inputs"]) == {"code", "shards", "adapter"}
+    report = (out / "report.md").read_text()
+    assert "alignment" in report and "Holm-Bonferroni" in report
+    assert "random init (seed 0)" in report and "None" not in report
+    assert "no run config saved with the adapter" in report
 
 
 def test_adapters_swap_without_touching_the_base(setup):
@@ -153,6 +170,28 @@ def test_results_made_with_other_settings_are_evaluated_again(setup, tmp_path):
         summary = json.loads((out / name).read_text())
         assert (out / name).stat().st_mtime_ns > mtime, name
         assert summary["settings"]["align"] == summary["alignment"]["depth"] == "frame_median"
+
+
+def test_changed_inputs_are_evaluated_again(setup, tmp_path, monkeypatch):
+    """A retrained adapter under the same name, rebuilt shards or new metric code make stored
+    results stale; nothing else is recomputed."""
+    shards, run, finished_out = setup
+    out, changed_run = tmp_path / "eval", tmp_path / "run"
+    shutil.copytree(finished_out, out)
+    shutil.copytree(run, changed_run)
+    fake_checkpoint(changed_run / "checkpoints" / "epoch_0002", 0.05, seed=9)  # retrained
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*_metrics.json")}
+    result = run_eval(changed_run, shards, out)
+    assert result.exit_code == 0, result.output
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*_metrics.json")}
+    assert [n for n in before if after[n] != before[n]] == ["epoch_0002_metrics.json"]
+
+    code = pipeline.code_version()
+    monkeypatch.setattr(pipeline, "code_version", lambda: code + "-edited")
+    result = run_eval(changed_run, shards, out)
+    assert result.exit_code == 0, result.output
+    assert all(p.stat().st_mtime_ns > after[p.name] for p in out.glob("*_metrics.json"))
+    assert json.loads((out / "baseline_metrics.json").read_text())["inputs"]["code"] == code + "-edited"
 
 
 def test_base_model_comes_from_the_run_config(tmp_path):

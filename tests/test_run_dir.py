@@ -65,3 +65,24 @@ def test_run_record_ignores_unknown_keys_and_defaults_missing_ones(tmp_path):
         config.write_text(text)
         with pytest.raises(RunRecordError, match=str(config)):
             read_run_record(config)
+
+
+def test_run_record_reads_the_data_section_tolerantly(tmp_path):
+    config = tmp_path / CONFIG_FILE
+    config.write_text(
+        "data: {split: train, sequences: [2013_05_28_drive_0000_sync, 3], exclude_sequences: '0007, 0009',"
+        " val_buffer_m: 50, seq_len: 8}\n"
+    )
+    data = read_run_record(config).data
+    assert data.recorded and data.split == "train" and data.val_buffer_m == 50.0
+    assert data.sequences == ("2013_05_28_drive_0000_sync", "3")
+    assert data.exclude_sequences == ("0007", "0009")
+    config.write_text("data: {split: train}\n")  # a run from before the buffer existed
+    data = read_run_record(config).data
+    assert data.recorded and data.val_buffer_m is None and data.sequences is None
+    config.write_text("model: {size: tiny}\n")
+    assert not read_run_record(config).data.recorded
+    for text in ("data: {val_buffer_m: far}\n", "data: {sequences: {a: 1}}\n", "data: [1]\n"):
+        config.write_text(text)
+        with pytest.raises(RunRecordError, match=str(config)):
+            read_run_record(config)

@@ -105,13 +105,26 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class DataRecord:
+    """What a run's saved config says about the frames it trained on, for leakage statements.
+    None means the config does not say (a run made before the key existed)."""
+
+    recorded: bool = False  # the config has a `data` section at all
+    split: str | None = None
+    sequences: tuple[str, ...] | None = None  # None: every sequence (or not recorded)
+    exclude_sequences: tuple[str, ...] | None = None
+    val_buffer_m: float | None = None  # train frames within this distance of val frames were left out
+
+
+@dataclass(frozen=True)
 class RunRecord:
-    """What a run's saved config says about its base model and adapter, read tolerantly."""
+    """What a run's saved config says about its base model, adapter and data, read tolerantly."""
 
     path: Path | None
     model: ModelSpec = field(default_factory=ModelSpec)
     seed: int = 0  # fixes the base weights when there are no pretrained ones
     lora: dict = field(default_factory=dict)
+    data: DataRecord = field(default_factory=DataRecord)
 
 
 class RunRecordError(ValueError):
@@ -125,9 +138,37 @@ def _section(data: dict, key: str, path: Path) -> dict:
     return value
 
 
+def _names(value: object, key: str, path: Path) -> tuple[str, ...] | None:
+    """A list of sequence names (or one comma-separated string); None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(value, list) and all(isinstance(v, str | int) and not isinstance(v, bool) for v in value):
+        return tuple(str(v) for v in value)
+    raise RunRecordError(f"{path}: data.{key} must be a list of sequence names, got {value!r}")
+
+
+def _data_record(data: dict, path: Path) -> DataRecord:
+    if "data" not in data:
+        return DataRecord()
+    section = _section(data, "data", path)
+    buffer = section.get("val_buffer_m")
+    if buffer is not None and (isinstance(buffer, bool) or not isinstance(buffer, int | float)):
+        raise RunRecordError(f"{path}: data.val_buffer_m must be a number of metres, got {buffer!r}")
+    split = section.get("split")
+    return DataRecord(
+        recorded=True,
+        split=None if split is None else str(split),
+        sequences=_names(section.get("sequences"), "sequences", path),
+        exclude_sequences=_names(section.get("exclude_sequences"), "exclude_sequences", path),
+        val_buffer_m=None if buffer is None else float(buffer),
+    )
+
+
 def read_run_record(path: Path) -> RunRecord:
-    """The base model, seed and LoRA settings in a run's `config.yaml`; keys it does not know
-    are ignored, missing ones take the training defaults."""
+    """The base model, seed, LoRA and data settings in a run's `config.yaml`; keys it does not
+    know are ignored, missing ones take the training defaults (data keys: not recorded)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -143,7 +184,7 @@ def read_run_record(path: Path) -> RunRecord:
     seed = run.get("seed", RunRecord.seed)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise RunRecordError(f"{path}: run.seed must be an integer, got {seed!r}")
-    return RunRecord(path, spec, seed, _section(data, "lora", path))
+    return RunRecord(path, spec, seed, _section(data, "lora", path), _data_record(data, path))
 
 
 def newest_run_record(adapter_dirs: list[Path]) -> RunRecord | None:

@@ -1,7 +1,7 @@
 """Depth metrics of one window, per region (all / building / non-building) and per GT depth bin.
 
 All metrics are means (or roots of means) of per-pixel terms, so every group is reduced from
-per-cell sums with ``np.bincount`` in one pass instead of re-masking the pixels per group.
+per-cell sums (``np.bincount`` per term) instead of re-masking the pixels per group.
 """
 
 from __future__ import annotations
@@ -112,10 +112,8 @@ def depth_metrics(
     cell = region * n_cols + _bin_index(g, edges)
     n_cells = len(REGIONS) * n_cols
     counts = np.bincount(cell, minlength=n_cells).reshape(len(REGIONS), n_cols)
-    # per-cell sums of every term in one product with the one-hot cell matrix
-    one_hot = np.zeros((n_cells, len(g)))
-    one_hot[cell, np.arange(len(g))] = 1.0
-    sums = (one_hot @ terms).reshape(len(REGIONS), n_cols, -1)
+    sums = np.stack([np.bincount(cell, weights=t, minlength=n_cells) for t in terms.T], axis=-1)
+    sums = sums.reshape(len(REGIONS), n_cols, -1)
 
     bin_names = [f"{lo:g}-{hi:g}m" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
     region_rows = {"all": [0, 1], "building": [0], "non_building": [1]}

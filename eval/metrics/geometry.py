@@ -1,9 +1,12 @@
-"""Building geometry of one window: surface normal error and facade planarity.
+"""Surface geometry of one window: normal error (building pixels and the whole image) and
+facade planarity.
 
-GT normals come from local plane fits on the GT point cloud (open3d), not from finite
-differences of sparse depth, and predicted normals from the same fits on the aligned predicted
-points of the same pixels. Planes are found by RANSAC on GT building points; the aligned
-predicted points of a plane's pixels are scored by their distance to that GT plane.
+GT normals come from local plane fits on the GT point cloud, not from finite differences of
+sparse depth, and predicted normals from plane fits through the aligned predicted points of the
+same pixels (the same neighbourhoods, eval.metrics.normals). Planes are found by seeded RANSAC
+on GT building points (eval.metrics.planes); the aligned predicted points of a plane's pixels
+are scored by their distance to that GT plane. The residuals include GT's own distance to its
+plane (at most ``plane_distance``), a floor that is the same for every checkpoint.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import open3d as o3d
-from scipy.spatial import cKDTree
 
+from eval.metrics.normals import neighbourhoods, plane_normals
+from eval.metrics.planes import extract_planes
 from eval.metrics.result import MetricResult
 
 NORMAL_THRESHOLDS_DEG: tuple[float, ...] = (11.25, 22.5, 30.0)
@@ -36,32 +39,11 @@ class GeometryParams:
     seed: int = 0
 
 
-def estimate_normals(
-    points: np.ndarray,
-    centres: np.ndarray,
-    radius: float,
-    max_nn: int,
-    min_neighbors: int,
-    scored: np.ndarray,
-) -> np.ndarray:
-    """Unit normals [M,3] of the ``scored`` points (bool [N]) from local plane fits on all ``points``.
-
-    Each normal comes from a KD-tree hybrid search over the whole cloud (so a facade's neighbourhood
-    is complete) and is flipped toward its camera ``centres`` [N,3]. A scored point with fewer than
-    ``min_neighbors`` points within ``radius`` (itself included) has no local plane and gets NaN,
-    rather than open3d's silent default normal.
-    """
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
-    cloud.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=radius, max_nn=max_nn))
-    normals = np.asarray(cloud.normals)[scored]
-    at = points[scored]
-    away = ((centres[scored] - at) * normals).sum(-1) < 0
-    normals[away] *= -1.0
-    # distance to the min_neighbors-th nearest point (self included) decides support; far
-    # cheaper than counting every point within the radius
-    kth = cKDTree(points).query(at, k=[min_neighbors], distance_upper_bound=radius * (1 + 1e-9))[0]
-    normals[~np.isfinite(kth[:, 0])] = np.nan
-    return normals
+def _facing(normals: np.ndarray, points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Normals flipped toward the camera centre that saw each point (the score is sign-free;
+    this only makes stored normals readable)."""
+    away = ((centres - points) * normals).sum(-1) < 0
+    return np.where(away[:, None], -normals, normals)
 
 
 def _summarise(values: np.ndarray, stats: dict[str, Callable[[np.ndarray], float]]) -> dict[str, float]:
@@ -93,44 +75,20 @@ def normal_angle_deg(n_gt: np.ndarray, n_pred: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(err), err, 90.0)
 
 
-def _least_squares_plane(points: np.ndarray) -> np.ndarray:
-    """Unit plane [a,b,c,d] of least squares through ``points``; refines RANSAC's 3-point model."""
-    centroid = points.mean(0)
-    normal = np.linalg.svd(points - centroid, full_matrices=False)[2][-1]
-    return np.append(normal, -normal @ centroid)
-
-
-def _fit_planes(points: np.ndarray, p: GeometryParams) -> list[tuple[np.ndarray, np.ndarray]]:
-    """RANSAC planes extracted one after another: (unit plane [a,b,c,d], inlier indices) each.
-
-    The residuals measured against these planes include GT's own distance to its plane (at most
-    ``plane_distance``), a floor that is the same for every checkpoint.
-    """
-    o3d.utility.random.seed(p.seed)
-    remaining = np.arange(len(points))
-    planes = []
-    while len(planes) < p.max_planes and len(remaining) >= max(p.plane_min_inliers, 3):
-        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points[remaining]))
-        _, inliers = cloud.segment_plane(p.plane_distance, 3, p.ransac_iterations)
-        if len(inliers) < p.plane_min_inliers:
-            break
-        planes.append((_least_squares_plane(points[remaining[inliers]]), remaining[inliers]))
-        remaining = np.delete(remaining, inliers)
-    return planes
-
-
 @dataclass(frozen=True)
 class ReferenceGeometry:
-    """The GT side of one window's building geometry (subsample, GT normals, GT planes).
+    """The GT side of one window's surface geometry (subsample, GT normals, GT facade planes).
 
     It is the same for every checkpoint, so the evaluator computes it once per window.
     """
 
     params: GeometryParams
     keep: np.ndarray  # [K] indices of the valid pixels the metrics use (a fixed-seed subsample)
-    scored: np.ndarray  # [K] bool: building pixels, where normals and planes are scored
+    scored: np.ndarray  # [K] bool: building pixels (building normals and facade planes)
     viewpoints: np.ndarray  # [K,3] GT centre of the camera that saw each kept pixel
-    normals: np.ndarray  # [M,3] GT normals of the scored pixels (NaN: no local plane)
+    neighbours: np.ndarray  # [K, normal_max_nn] GT neighbourhood of each kept pixel (indices into keep)
+    counts: np.ndarray  # [K] size of each neighbourhood
+    normals: np.ndarray  # [K,3] GT normals of the kept pixels (NaN: no local plane)
     planes: list[tuple[np.ndarray, np.ndarray]]  # (unit plane [a,b,c,d], indices into scored pixels)
 
     @property
@@ -139,6 +97,8 @@ class ReferenceGeometry:
             self.keep,
             self.scored,
             self.viewpoints,
+            self.neighbours,
+            self.counts,
             self.normals,
             *(a for pl in self.planes for a in pl),
         ]
@@ -148,48 +108,46 @@ class ReferenceGeometry:
 def reference_geometry(
     gt_points: np.ndarray, building: np.ndarray, viewpoints: np.ndarray, params: GeometryParams | None = None
 ) -> ReferenceGeometry:
-    """GT side of the building metrics, from per-valid-pixel GT points [N,3], building mask [N]
-    and the GT centre of the camera that saw each pixel [N,3] (orients normals)."""
+    """GT side of the geometry metrics, from per-valid-pixel GT points [N,3], building mask [N]
+    (all False without building labels) and the GT centre of the camera that saw each pixel
+    [N,3] (orients normals)."""
     p = params or GeometryParams()
     keep = np.arange(len(gt_points))
     if p.max_points is not None and len(keep) > p.max_points:
         keep = np.sort(np.random.default_rng(p.seed).choice(len(keep), p.max_points, replace=False))
     gt, scored = gt_points[keep].astype(np.float64), building[keep]
     centres = viewpoints[keep].astype(np.float32)  # only orients normals
-    normals = np.empty((0, 3))
-    if scored.any():
-        normals = estimate_normals(
-            gt, centres, p.normal_radius, p.normal_max_nn, p.normal_min_neighbors, scored
-        )
-    return ReferenceGeometry(p, keep.astype(np.int32), scored, centres, normals, _fit_planes(gt[scored], p))
+    neighbours, counts = neighbourhoods(gt, p.normal_radius, p.normal_max_nn)
+    normals = _facing(plane_normals(gt, neighbours, counts, p.normal_min_neighbors), gt, centres)
+    planes = extract_planes(
+        gt[scored], p.plane_distance, p.plane_min_inliers, p.max_planes, p.ransac_iterations, p.seed
+    )
+    return ReferenceGeometry(p, keep.astype(np.int32), scored, centres, neighbours, counts, normals, planes)
 
 
 def building_geometry(
     pred_points: np.ndarray, reference: ReferenceGeometry, align_record: Mapping[str, object]
 ) -> MetricResult:
-    """Normal angle error and facade planarity on building pixels of one window.
+    """Normal angle error (building pixels and all pixels) and facade planarity of one window.
 
     ``pred_points`` [N,3] are the predicted points of the window's valid pixels, already aligned
     to GT world (as ``align_record`` says); ``reference`` is the window's GT side. Normals are
-    fitted on all kept pixels (so a facade's neighbourhood is complete) and scored on building
-    pixels where GT has a local plane. Groups: ``normals`` (degrees, percent) and ``planarity``
-    (metres, percent).
+    fitted over the GT neighbourhoods of all kept pixels (so a facade's neighbourhood is complete)
+    and scored where GT has a local plane. Groups: ``normals`` (building pixels) and
+    ``normals_all`` (every pixel), in degrees and percent, and ``planarity`` (metres, percent).
     """
     p, ref = reference.params, reference
     pr = pred_points[ref.keep].astype(np.float64)
-    err = np.empty(0)
-    if ref.scored.any():
-        pred_normals = estimate_normals(
-            pr, ref.viewpoints, p.normal_radius, p.normal_max_nn, p.normal_min_neighbors, ref.scored
-        )
-        has_gt = np.isfinite(ref.normals).all(-1)
-        err = normal_angle_deg(ref.normals[has_gt], pred_normals[has_gt])
+    pred_normals = plane_normals(pr, ref.neighbours, ref.counts, p.normal_min_neighbors)
+    has_gt = np.isfinite(ref.normals).all(-1)
+    err = normal_angle_deg(ref.normals[has_gt], pred_normals[has_gt])
     bld_pr = pr[ref.scored]
     residual = np.concatenate(
         [np.abs(bld_pr[idx] @ model[:3] + model[3]) for model, idx in ref.planes] or [np.empty(0)]
     )
     groups = {
-        "normals": _summarise(err, NORMAL_STATS),
+        "normals": _summarise(err[ref.scored[has_gt]], NORMAL_STATS),
+        "normals_all": _summarise(err, NORMAL_STATS),
         "planarity": _summarise(residual, PLANARITY_STATS) | {"n_planes": len(ref.planes)},
     }
     return MetricResult(groups, dict(align_record))
