@@ -22,7 +22,7 @@ demo: setup
 	$(BIN)/kitti360-prep synth --out $(DEMO)/synthetic
 	$(BIN)/kitti360-prep build --root $(DEMO)/synthetic/KITTI-360 --out $(DEMO)/prepared --workers 2
 	$(BIN)/kitti360-prep stats $(DEMO)/prepared --plots $(DEMO)/prepared/plots
-	$(BIN)/vggt-train run --config configs/train/demo.yaml --shards $(DEMO)/prepared --out $(DEMO)/run
+	$(BIN)/vggt-train run --config configs/train/demo.yaml --shards $(DEMO)/prepared --out $(DEMO)/run --overwrite
 	$(BIN)/vggt-eval $(DEMO)/run --shards $(DEMO)/prepared --device cpu \
 		--seq-len 4 --seq-stride 4 --out $(DEMO)/run/eval
 	@echo "report: $(DEMO)/run/eval/report.md"

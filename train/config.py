@@ -4,6 +4,8 @@ validated up front with messages that name the offending key."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -171,7 +173,52 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {key!r}: {part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {override!r}: value is not valid YAML ({_yaml_problem(exc)})") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """`problem at line L, column C` of a YAML error, without PyYAML's multi-line dump."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def _check_ranges(config: TrainConfig) -> None:
+    """Numbers of the loss, optim and run sections that must lie in a range; NaN fails all."""
+    loss, optim, run = config.loss, config.optim, config.run
+    checks = [
+        ("optim.lr", optim.lr, optim.lr > 0, "> 0"),
+        ("optim.weight_decay", optim.weight_decay, optim.weight_decay >= 0, ">= 0"),
+        ("optim.warmup", optim.warmup, 0 <= optim.warmup < 1, "a fraction of the steps in [0, 1)"),
+        ("optim.min_lr_ratio", optim.min_lr_ratio, 0 <= optim.min_lr_ratio <= 1, "in [0, 1]"),
+        ("optim.clip_heads", optim.clip_heads, optim.clip_heads > 0, "> 0"),
+        ("optim.clip_aggregator", optim.clip_aggregator, optim.clip_aggregator > 0, "> 0"),
+        ("optim.grad_accum", optim.grad_accum, optim.grad_accum >= 1, ">= 1"),
+        ("run.steps", run.steps, run.steps >= 1, ">= 1"),
+        ("run.steps_per_epoch", run.steps_per_epoch, run.steps_per_epoch >= 1, ">= 1"),
+        ("run.log_every", run.log_every, run.log_every >= 1, ">= 1"),
+        ("run.seed", run.seed, run.seed >= 0, ">= 0"),
+        ("loss.min_valid_pixels", loss.min_valid_pixels, loss.min_valid_pixels >= 1, ">= 1"),
+        ("loss.min_valid_frames", loss.min_valid_frames, loss.min_valid_frames >= 1, ">= 1"),
+        ("loss.depth_quantile", loss.depth_quantile, 0 < loss.depth_quantile <= 1, "in (0, 1]"),
+        ("loss.facade_boost_decay", loss.facade_boost_decay, loss.facade_boost_decay >= 0, ">= 0"),
+    ]
+    for name in ("camera_weight", "depth_weight", "point_weight", "gradient_weight", "facade_boost",
+                 "facade_boost_floor"):  # fmt: skip
+        value = getattr(loss, name)
+        checks.append((f"loss.{name}", value, value >= 0, ">= 0"))
+    for label, value in loss.semantic_weights.items():
+        checks.append((f"loss.semantic_weights.{label}", value, value >= 0, ">= 0"))
+    for key, value, ok, need in checks:
+        if not ok or not math.isfinite(value):
+            raise ConfigError(f"{key}: must be {need}, got {value!r}")
+    if loss.camera_weight + loss.depth_weight + loss.point_weight <= 0:
+        raise ConfigError("loss: camera_weight, depth_weight and point_weight are all 0; nothing to train")
+    if run.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", run.device):
+        raise ConfigError(f"run.device: expected auto, cpu, cuda or cuda:N, got {run.device!r}")
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -190,10 +237,7 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise ConfigError(f"data.{name}: {value} is not a multiple of {PATCH_SIZE}")
     if config.data.seq_len < 2:
         raise ConfigError("data.seq_len: need at least 2 frames per window")
-    if config.run.steps < 1 or config.run.steps_per_epoch < 1:
-        raise ConfigError("run.steps and run.steps_per_epoch must be >= 1")
-    if config.optim.grad_accum < 1:
-        raise ConfigError("optim.grad_accum must be >= 1")
+    _check_ranges(config)
     return config
 
 
@@ -204,7 +248,12 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} not found")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot be read ({exc})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = loaded

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -18,38 +19,16 @@ from tqdm import tqdm
 from shards.atomic import fresh_staging_dir, publish_dir
 
 from . import run_dir as layout
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import RankSampler, WindowDataset
 from .distributed import DistInfo, barrier
 from .losses import batch_loss
 from .model import load_adapter_weights, save_adapter
 from .modeling import build_lora_model, clip_groups, gt_pose_encoding
+from .resume import load_newest, rng_state, save_state, set_rng_state, truncate_metrics
 from .schedule import lr_factor
 
 log = logging.getLogger(__name__)
-
-
-def _rng_state() -> dict:
-    """Only torch draws random numbers in the loop (LoRA dropout); data randomness is a pure
-    function of (seed, sample id) and needs no state."""
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from; they will be re-logged."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in kept))
 
 
 def _mean_over_ranks(terms: list[dict[str, float]]) -> dict[str, float]:
@@ -65,9 +44,33 @@ def _mean_over_ranks(terms: list[dict[str, float]]) -> dict[str, float]:
     return dict(zip(keys, values.tolist(), strict=True))
 
 
+def start_fresh(run_dir: Path, overwrite: bool) -> None:
+    """A run started without --resume: its logs start empty, and checkpoints of an earlier run
+    in the same folder are only discarded when asked (else a later --resume could mix them)."""
+    found = layout.list_checkpoints(run_dir)
+    if found and not overwrite:
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints ({found[0].name} .. {found[-1].name}): pass --resume "
+            "to continue that run, --overwrite to discard it, or choose another --out"
+        )
+    for path in (run_dir / layout.CHECKPOINTS_DIR, run_dir / layout.TENSORBOARD_DIR):
+        shutil.rmtree(path, ignore_errors=True)
+    (run_dir / layout.METRICS_FILE).unlink(missing_ok=True)
+
+
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: Path, dist_info: DistInfo, resume: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: Path,
+        dist_info: DistInfo,
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> None:
         self.cfg, self.run_dir, self.dist = cfg, Path(run_dir), dist_info
+        if not resume and dist_info.is_main:
+            start_fresh(self.run_dir, overwrite)
+        barrier()
         self.device = dist_info.device
         self.micro_steps = cfg.run.steps * cfg.optim.grad_accum
         torch.manual_seed(cfg.run.seed)
@@ -124,21 +127,22 @@ class Trainer:
     # ---- state ---------------------------------------------------------------------------
 
     def _resume(self) -> None:
-        layout.discard_partial(self.run_dir)
-        found = layout.list_checkpoints(self.run_dir)
-        if not found:
+        found = load_newest(self.run_dir, self._restore)
+        if found is None:
             log.info("no complete checkpoint in %s; starting from scratch", self.run_dir)
-            return
-        last = found[-1]
-        load_adapter_weights(self.model, last)
-        state = torch.load(last / layout.STATE_FILE, map_location="cpu", weights_only=False)
+        else:
+            checkpoint, state = found
+            self.step, self.skipped = state["step"], state["skipped"]
+            set_rng_state(state["rng"])
+            log.info("resumed from %s at step %d", checkpoint, self.step)
+        if self.dist.is_main:
+            truncate_metrics(self.run_dir / layout.METRICS_FILE, self.step)
+
+    def _restore(self, checkpoint: Path, state: dict) -> None:
+        """Load one checkpoint's adapter and optimizer state (raises when they do not fit)."""
+        load_adapter_weights(self.model, checkpoint)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.skipped = state["step"], state["skipped"]
-        _set_rng_state(state["rng"])
-        if self.dist.is_main:
-            _truncate_metrics(self.run_dir / layout.METRICS_FILE, self.step)
-        log.info("resumed from %s at step %d", last, self.step)
 
     def _save(self) -> Path:
         epoch = self.step // self.cfg.run.steps_per_epoch
@@ -146,18 +150,16 @@ class Trainer:
         if self.dist.is_main:
             tmp = fresh_staging_dir(final)
             save_adapter(self.model, tmp)
-            torch.save(
-                {
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "step": self.step,
-                    "epoch": epoch,
-                    "skipped": self.skipped,
-                    "rng": _rng_state(),
-                    "sampler_position": self.step * self.cfg.optim.grad_accum,
-                },
-                tmp / layout.STATE_FILE,
-            )
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "step": self.step,
+                "epoch": epoch,
+                "skipped": self.skipped,
+                "rng": rng_state(),
+                "sampler_position": self.step * self.cfg.optim.grad_accum,
+            }
+            save_state(tmp / layout.STATE_FILE, state)
             layout.write_config(tmp / layout.CONFIG_FILE, self.cfg.to_dict())
             publish_dir(tmp, final)
         barrier()
@@ -195,7 +197,9 @@ class Trainer:
         if main:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(self.run_dir / layout.TENSORBOARD_DIR))
+            # events past the checkpoint a resumed run continues from are dropped, as in metrics.jsonl
+            purge = self.step + 1 if self.step else None
+            writer = SummaryWriter(str(self.run_dir / layout.TENSORBOARD_DIR), purge_step=purge)
         bar = tqdm(total=cfg.run.steps, initial=self.step, desc="train", unit="step", disable=not main)
         self.model.train()
         since_log: list[dict[str, float]] = []  # loss terms of the micro-steps since the last log line
