@@ -39,7 +39,7 @@ def run(
     """Train; extra arguments are `section.key=value` config overrides."""
     from .distributed import setup, teardown
     from .resume import NoLoadableCheckpoint
-    from .trainer import Trainer
+    from .trainer import Trainer, TrainingDiverged
 
     overrides = list(ctx.args)
     if shards is not None:
@@ -71,6 +71,9 @@ def run(
         raise typer.Exit(code=2) from None
     except NoLoadableCheckpoint as exc:
         console.print(f"[bold red]cannot resume:[/] {exc}")
+        raise typer.Exit(code=1) from None
+    except TrainingDiverged as exc:
+        console.print(f"[bold red]training stopped:[/] {exc}")
         raise typer.Exit(code=1) from None
     finally:
         teardown()

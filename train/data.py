@@ -7,6 +7,7 @@ DDP ranks, and a resumed run, see exactly the same data in the same order.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,3 +210,27 @@ class RankSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return (self.steps - self.start) * self.batch
+
+
+def validation_windows(
+    store_root: str, cfg: DataConfig, split: str, count: int
+) -> list[dict[str, torch.Tensor]]:
+    """Up to `count` windows of consecutive `split` frames, anchors spread evenly over the
+    split, no colour jitter, crop origin fixed per window: the same windows at every
+    validation of a run."""
+    store = ShardStore(store_root)
+    windows = WindowIndex(store.index, dataclasses.replace(cfg, split=split))
+    picks = np.unique(np.linspace(0, len(windows.anchors) - 1, count).round().astype(int))
+    out = []
+    for i, pick in enumerate(picks):
+        anchor = windows.anchors[pick]
+        frames = windows.frames[(anchor.dataset, anchor.sequence)]
+        start = min(anchor.position, len(frames) - cfg.seq_len)
+        picked = frames[start : start + cfg.seq_len]
+        sample = normalise_window(store.read_window(anchor.dataset, anchor.sequence, picked))
+        sample = random_crop(sample, cfg.crop_height, cfg.crop_width, np.random.default_rng(i))
+        images = sample.pop("image").astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+        window = {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in sample.items()}
+        window["images"] = torch.from_numpy(np.ascontiguousarray(images))[None]
+        out.append(window)
+    return out
