@@ -323,3 +323,25 @@ def test_validation_needs_val_frames_and_a_divisor_of_the_epoch(shards, tmp_path
         _config(shards, "run.early_stop_patience=2")
     with pytest.raises(ConfigError, match="run.val_split: data.split: no frames with split 'test'"):
         Trainer(_config(shards, "run.val_every=1", "run.val_split=test"), tmp_path, CPU)
+
+
+def test_seed_parity_config_differs_from_strategy_b_only_as_documented():
+    configs = REPO / "configs" / "train"
+    seed, ours = load_config(configs / "strategy_b_seed.yaml"), load_config(configs / "strategy_b.yaml")
+    assert (seed.loss.semantic_weights, seed.loss.facade_boost, seed.loss.facade_boost_floor) == (
+        {},
+        1.0,
+        1.0,
+    )
+    assert seed.lora.dropout == 0.1 and seed.optim.weight_decay == 0.0
+    assert (seed.optim.warmup, seed.optim.min_lr_ratio) == (0.15, 0.01)
+    assert seed.data.batch_size * seed.optim.grad_accum == 8
+    documented = {
+        ("loss", "semantic_weights"), ("loss", "facade_boost"), ("lora", "dropout"),
+        ("optim", "weight_decay"), ("optim", "warmup"), ("optim", "min_lr_ratio"), ("optim", "grad_accum"), ("name",),
+    }  # fmt: skip
+    a, b = seed.to_dict(), ours.to_dict()
+    differing = {(k,) for k in a if not isinstance(a[k], dict) and a[k] != b[k]} | {
+        (k, sub) for k in a if isinstance(a[k], dict) for sub in a[k] if a[k][sub] != b[k][sub]
+    }
+    assert differing == documented
