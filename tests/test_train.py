@@ -338,7 +338,8 @@ def test_seed_parity_config_differs_from_strategy_b_only_as_documented():
     assert seed.data.batch_size * seed.optim.grad_accum == 8
     documented = {
         ("loss", "semantic_weights"), ("loss", "facade_boost"), ("lora", "dropout"),
-        ("optim", "weight_decay"), ("optim", "warmup"), ("optim", "min_lr_ratio"), ("optim", "grad_accum"), ("name",),
+        ("optim", "weight_decay"), ("optim", "warmup"), ("optim", "min_lr_ratio"), ("optim", "grad_accum"),
+        ("name",),
     }  # fmt: skip
     a, b = seed.to_dict(), ours.to_dict()
     differing = {(k,) for k in a if not isinstance(a[k], dict) and a[k] != b[k]} | {
