@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo_out
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-gpu clean
 
 $(BIN)/.installed: pyproject.toml
 	@if ! ldconfig -p | grep -q libusb-1.0; then \
@@ -46,3 +46,6 @@ bench: setup
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
+
+bench-gpu: setup
+	$(BIN)/python scripts/bench_gpu.py --json bench_gpu.json

@@ -238,6 +238,17 @@ class Trainer:
         self.scaler.scale(loss / self.cfg.optim.grad_accum).backward()
         return {"loss": float(loss.detach()), **terms}
 
+    def _apply_gradients(self) -> tuple[dict[str, float], float]:
+        """Unscale (fp16), clip per group, step on finite gradients, advance the schedule;
+        returns the gradient norms and the lr used."""
+        self.scaler.unscale_(self.optimizer)
+        norms = self._clip()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self._optimizer_step(all(math.isfinite(v) for v in norms.values()))
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norms, lr
+
     def _optimizer_step(self, finite: bool) -> None:
         """Step on finite gradients only; a skipped step is counted, and `optim.max_bad_steps`
         of them in a row stop the run (the last checkpoint holds finite adapters)."""
@@ -287,12 +298,7 @@ class Trainer:
                     self.skipped += 1
                 else:
                     since_log.append(terms)
-            self.scaler.unscale_(self.optimizer)
-            norms = self._clip()
-            lr = self.optimizer.param_groups[0]["lr"]
-            self._optimizer_step(all(math.isfinite(v) for v in norms.values()))
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            norms, lr = self._apply_gradients()
             self.step += 1
             bar.update(1)
             logging_step = self.step % cfg.run.log_every == 0 or self.step == cfg.run.steps
