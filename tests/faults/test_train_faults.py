@@ -232,3 +232,28 @@ def test_a_yaml_syntax_error_names_the_file(tmp_path):
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and f"config error: {config}: not valid YAML" in text, text
     assert "line 3" in text
+
+
+@named_error
+def test_nonfinite_gradients_never_reach_the_adapters(shards, tmp_path, monkeypatch):
+    """Every step's gradients NaN (as a NaN in the data would make them): steps are skipped,
+    the run stops after optim.max_bad_steps in a row, and its checkpoints stay finite."""
+    from safetensors.torch import load_file
+
+    micro_step = Trainer._micro_step
+
+    def poisoned(self, batch, progress):
+        terms = micro_step(self, batch, progress)
+        for param in self.model.parameters():
+            if param.grad is not None:
+                param.grad.fill_(float("nan"))
+        return terms
+
+    monkeypatch.setattr(Trainer, "_micro_step", poisoned)
+    run = tmp_path / "run"
+    result, text = train(shards, run, "run.steps=4", "optim.max_bad_steps=2")
+    assert result.exit_code == 1, text
+    assert "training stopped: 2 optimizer steps in a row (up to step 2) had non-finite gradients" in text
+    assert [r["nonfinite_steps"] for r in rows(run)] == [1]
+    adapter = load_file(str(run / "checkpoints" / "epoch_0001" / ADAPTER_WEIGHTS))
+    assert all(torch.isfinite(t).all() for t in adapter.values())
