@@ -332,10 +332,11 @@ class Trainer:
                 if main:
                     log.info("checkpoint %s", path)
         if self.stopped_early and main:
+            best = self.tracker.best_checkpoint_step
             log.info(
                 "stopped early at step %d: no lower %s in %d validations; best: %s",
                 self.step, self.tracker.metric, self.tracker.since_best,
-                self._checkpoint_dir(self.tracker.best_checkpoint_step).name,
+                "none (no finite score)" if best is None else self._checkpoint_dir(best).name,
             )  # fmt: skip
         bar.close()
         if writer is not None:
