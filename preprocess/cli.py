@@ -60,6 +60,13 @@ def build(
     chunk_frames: Annotated[int, typer.Option(help="Frames per unit (resume granularity)")] = 128,
     workers: Annotated[int, typer.Option(help="Parallel worker processes")] = 1,
     force: Annotated[bool, typer.Option("--force", help="Rebuild finished units")] = False,
+    skip_bad_sequences: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad-sequences",
+            help="Skip a sequence that cannot be read (reason in the manifest) instead of stopping",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Project KITTI-360 LiDAR (+-N sweeps) into depth, masks and points; write shards."""
@@ -75,12 +82,14 @@ def build(
             building_labels=labels,
             chunk_frames=chunk_frames,
         )
-        summary = run_build(Kitti360Source(root, config, seqs, split), out, workers=workers, force=force)
+        source = Kitti360Source(root, config, seqs, split, skip_bad_sequences)
+        summary = run_build(source, out, workers=workers, force=force)
     except (InputError, ValueError) as exc:
         _fail(exc)
+    bad = [key for key, entry in summary["sequences"].items() if "error" in entry]
     console.print(
-        f"wrote {summary['frames_written']} frames ({len(summary['skipped'])} skipped, "
-        f"reasons in {summary['manifest']}) to {out}"
+        f"wrote {summary['frames_written']} frames ({len(summary['skipped'])} frames and {len(bad)} "
+        f"sequences skipped, reasons in {summary['manifest']}) to {out}"
     )
 
 
@@ -178,7 +187,12 @@ def stats(
 
 def _stored_width(width: str) -> int | None:
     """--width: a number, or 'native' (None) to keep the source's size."""
-    return None if width == "native" else int(width)
+    if width == "native":
+        return None
+    try:
+        return int(width)
+    except ValueError:
+        raise ValueError(f"--width must be 'native' or a positive multiple of 14, got {width!r}") from None
 
 
 def _count(value: object) -> str:

@@ -24,11 +24,11 @@ from typing import TypedDict
 from tqdm import tqdm
 
 from shards import UnitWriter, discard_debris, remove_unit
-from shards.index import index_config_hash, index_skipped
+from shards.index import index_config_hash, index_dropped, index_skipped
 from shards.layout import INDEX_DIR, index_path, parse_unit_name, unit_name
 
 from .manifest import sequence_fingerprint, update_manifest
-from .record import Skip
+from .record import Dropped, Skip
 from .sources import SequencePlan, Source, UnitPlan
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ def build(
 
     `workers` > 1 builds units in that many processes; `force` rebuilds finished units too.
     """
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
     out = Path(out)
     source.check()
     context = worker_context() if workers > 1 else None  # workers start up while units are planned
@@ -88,19 +90,28 @@ def worker_context() -> BaseContext:
     return context
 
 
+Counts = dict[str, dict[int, int]]  # what was dropped -> frame -> how many
+
+
 def _fill_unit(
     source: Source, out: Path, unit: UnitPlan, on_frame: Callable[[], None] | None = None
-) -> tuple[UnitWriter, dict[int, str]]:
+) -> tuple[UnitWriter, dict[int, str], Counts]:
     """Write every frame the source yields for `unit`; returns the writer, still to be
-    committed, and the frames skipped with reasons. On error the partial unit is discarded."""
+    committed, the frames skipped with reasons and the input elements dropped. On error the
+    partial unit is discarded."""
     writer = UnitWriter(
         out, source.dataset, unit.sequence, unit.name, unit.size.height, unit.size.width,
         capacity=len(unit.frames), frames_per_shard=source.frames_per_shard(unit.size),
     )  # fmt: skip
     skipped: dict[int, str] = {}
+    dropped: Counts = {}
     try:
         with closing(source.records(unit)) as records:
             for record in records:
+                if isinstance(record, Dropped):
+                    dropped.setdefault(record.what, {})[record.frame] = record.count
+                    log.warning("frame %d: dropped %d %s", record.frame, record.count, record.what)
+                    continue
                 if on_frame is not None:
                     on_frame()
                 if isinstance(record, Skip):
@@ -113,14 +124,13 @@ def _fill_unit(
     except BaseException:
         writer.abort()
         raise
-    return writer, skipped
+    return writer, skipped, dropped
 
 
-def _build_unit(source: Source, out: Path, unit: UnitPlan) -> dict[int, str]:
-    """Build one unit and commit it atomically (a worker's job); returns frames skipped with reasons."""
-    writer, skipped = _fill_unit(source, out, unit)
-    writer.commit(unit.config_hash, skipped)
-    return skipped
+def _build_unit(source: Source, out: Path, unit: UnitPlan) -> None:
+    """Build one unit and commit it atomically (a worker's job)."""
+    writer, skipped, dropped = _fill_unit(source, out, unit)
+    writer.commit(unit.config_hash, skipped, dropped)
 
 
 def _build_here(source: Source, out: Path, units: list[UnitPlan], on_frame: Callable[[], None]) -> None:
@@ -130,10 +140,10 @@ def _build_here(source: Source, out: Path, units: list[UnitPlan], on_frame: Call
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unit-commit") as committer:
         previous: Future | None = None
         for unit in units:
-            writer, skipped = _fill_unit(source, out, unit, on_frame)
+            writer, skipped, dropped = _fill_unit(source, out, unit, on_frame)
             if previous is not None:
                 previous.result()
-            previous = committer.submit(writer.commit, unit.config_hash, skipped)
+            previous = committer.submit(writer.commit, unit.config_hash, skipped, dropped)
         if previous is not None:
             previous.result()
 
@@ -161,13 +171,18 @@ def _manifest_entry(out: Path, dataset: str, sequence: SequencePlan) -> dict:
     if sequence.error is not None:
         return {"frames_written": 0, "error": sequence.error}
     skipped = dict(sequence.skipped)
+    dropped: Counts = {}
     for unit in sequence.units:
-        skipped.update(index_skipped(index_path(out, dataset, sequence.name, unit.name)))
+        path = index_path(out, dataset, sequence.name, unit.name)
+        skipped.update(index_skipped(path))
+        for what, counts in index_dropped(path).items():
+            dropped.setdefault(what, {}).update(counts)
     return {
         "fingerprint": sequence_fingerprint(unit.config_hash for unit in sequence.units),
         "units": [unit.name for unit in sequence.units],
         "frames_written": sum(1 for unit in sequence.units for f in unit.frames if f not in skipped),
         "skipped": {str(f): reason for f, reason in sorted(skipped.items())},
+        "dropped": {what: {str(f): n for f, n in sorted(c.items())} for what, c in sorted(dropped.items())},
         **sequence.details,
     }
 
