@@ -11,6 +11,7 @@ import pandas as pd
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import InputError
@@ -29,7 +30,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -143,13 +144,14 @@ def stats(
     min_valid_points: Annotated[int, typer.Option(help="Threshold for 'too sparse' frames")] = 2000,
 ) -> None:
     """Coverage, valid points, building ratio and strata per split/sequence."""
-    from shards import ShardStore
+    from shards import ShardError, ShardStore
 
     from .data_summary import building_ratio_histogram, sparse_sequences, summarize
 
     try:
         store = ShardStore(out)
-    except FileNotFoundError as exc:
+        store.check()
+    except (FileNotFoundError, ShardError) as exc:
         _fail(exc)
     index = store.index
     if index.empty:
@@ -183,6 +185,23 @@ def stats(
 
         for path in write_all(store, plots):
             console.print(f"plot: {path}")
+
+
+@app.command()
+def verify(out: Annotated[Path, typer.Argument(help="Output root of a build")]) -> None:
+    """Read every chunk (checksums verified) and check every index row against its unit and the
+    manifest; exits 1 naming each problem."""
+    from .verify import verify_output
+
+    if not out.is_dir():
+        _fail(FileNotFoundError(f"output root {out} does not exist"))
+    problems, units, frames = verify_output(out)
+    for problem in problems:
+        console.print(f"[bold red]problem:[/] {escape(problem)}", soft_wrap=True)
+    if problems:
+        console.print(f"{len(problems)} problems in {out}")
+        raise typer.Exit(code=1)
+    console.print(f"{out}: {units} units, {frames} frames, every chunk read and matching the index")
 
 
 def _stored_width(width: str) -> int | None:
