@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import InputError
+from .lifetime import BuildLocked
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # wide enough for the stats table when output goes to a file or CI log
@@ -85,7 +86,7 @@ def build(
         )
         source = Kitti360Source(root, config, seqs, split, skip_bad_sequences)
         summary = run_build(source, out, workers=workers, force=force)
-    except (InputError, ValueError) as exc:
+    except (InputError, ValueError, BuildLocked) as exc:
         _fail(exc)
     bad = [key for key, entry in summary["sequences"].items() if "error" in entry]
     console.print(
@@ -127,7 +128,7 @@ def colmap(
             width=_stored_width(width), depth_scale=depth_scale, split=split, chunk_frames=chunk_frames
         )
         summary = run_build(ColmapSource(scene, config), out, force=force)
-    except (InputError, ValueError) as exc:
+    except (InputError, ValueError, BuildLocked) as exc:
         _fail(exc)
     key = f"{ColmapSource.dataset}/{name}"
     unregistered = summary["sequences"][key]["unregistered"]

@@ -7,7 +7,8 @@ once its index file carries that hash, so a re-run resumes where a killed one st
 rebuilds what changed.
 
 Units are built one after another in this process, or in worker processes forked from a
-server that has already imported and warmed the build code.
+server that has already imported and warmed the build code; both die with the build. One
+build at a time writes to an output root (an OS file lock held for the whole build).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from shards import UnitWriter, discard_debris, remove_unit
 from shards.index import index_config_hash, index_dropped, index_skipped
 from shards.layout import INDEX_DIR, index_path, parse_unit_name, unit_name
 
+from .lifetime import build_lock, die_with_parent
 from .manifest import sequence_fingerprint, update_manifest
 from .record import Dropped, Skip
 from .sources import SequencePlan, Source, UnitPlan
@@ -56,26 +58,27 @@ def build(
     source.check()
     context = worker_context() if workers > 1 else None  # workers start up while units are planned
     sequences = source.plan()
-    out.mkdir(parents=True, exist_ok=True)
-    discard_debris(out)
-    todo = [unit for sequence in sequences for unit in _pending_units(out, source.dataset, sequence, force)]
-    total = sum(len(sequence.units) for sequence in sequences)
-    log.info("%d of %d units to build (%d already complete)", len(todo), total, total - len(todo))
-    frames = sum(len(unit.frames) for unit in todo)
-    bar = tqdm(total=frames, unit="frame", desc=source.progress_label, disable=not progress)
-    if context is None:
-        _build_here(source, out, todo, on_frame=lambda: bar.update(1))
-    else:
-        # largest units first: workers take them in submission order, so the short ones (a
-        # sequence's last, partial unit) fill in at the end instead of leaving a worker idle
-        by_size = sorted(todo, key=lambda unit: len(unit.frames), reverse=True)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = {pool.submit(_build_unit, source, out, unit): unit for unit in by_size}
-            for future in as_completed(futures):
-                future.result()
-                bar.update(len(futures[future].frames))
-    bar.close()
-    return _record(out, source, sequences)
+    with build_lock(out):
+        discard_debris(out)
+        todo = [u for sequence in sequences for u in _pending_units(out, source.dataset, sequence, force)]
+        total = sum(len(sequence.units) for sequence in sequences)
+        log.info("%d of %d units to build (%d already complete)", len(todo), total, total - len(todo))
+        frames = sum(len(unit.frames) for unit in todo)
+        bar = tqdm(total=frames, unit="frame", desc=source.progress_label, disable=not progress)
+        if context is None:
+            _build_here(source, out, todo, on_frame=lambda: bar.update(1))
+        else:
+            # largest units first: workers take them in submission order, so the short ones (a
+            # sequence's last, partial unit) fill in at the end instead of leaving a worker idle
+            by_size = sorted(todo, key=lambda unit: len(unit.frames), reverse=True)
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent)
+            with pool:
+                futures = {pool.submit(_build_unit, source, out, unit): unit for unit in by_size}
+                for future in as_completed(futures):
+                    future.result()
+                    bar.update(len(futures[future].frames))
+        bar.close()
+        return _record(out, source, sequences)
 
 
 def worker_context() -> BaseContext:
