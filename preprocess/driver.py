@@ -25,8 +25,9 @@ from typing import TypedDict
 from tqdm import tqdm
 
 from shards import UnitWriter, discard_debris, remove_unit
-from shards.index import index_config_hash, index_dropped, index_skipped
-from shards.layout import INDEX_DIR, index_path, parse_unit_name, unit_name
+from shards.index import index_config_hash, index_dropped, index_skipped, read_index_file
+from shards.integrity import ShardError, check_unit
+from shards.layout import INDEX_DIR, index_path, parse_unit_name, shard_relpath, unit_name
 
 from .lifetime import build_lock, die_with_parent
 from .manifest import sequence_fingerprint, update_manifest
@@ -153,8 +154,8 @@ def _build_here(source: Source, out: Path, units: list[UnitPlan], on_frame: Call
 
 def _pending_units(out: Path, dataset: str, sequence: SequencePlan, force: bool) -> list[UnitPlan]:
     """Delete units of this sequence that the plan no longer has (all with `force`) and return
-    the planned units not yet finished with their config hash. A sequence that could not be
-    planned keeps whatever it has."""
+    the planned units not yet finished. A sequence that could not be planned keeps whatever it
+    has."""
     if sequence.error is not None:
         return []
     planned = {unit.name for unit in sequence.units}
@@ -162,10 +163,24 @@ def _pending_units(out: Path, dataset: str, sequence: SequencePlan, force: bool)
         _, name, unit = parse_unit_name(path.stem)
         if name == sequence.name and (force or unit not in planned):
             remove_unit(out, dataset, sequence.name, unit)
-    return [
-        unit for unit in sequence.units
-        if index_config_hash(index_path(out, dataset, sequence.name, unit.name)) != unit.config_hash
-    ]  # fmt: skip
+    return [unit for unit in sequence.units if not _finished(out, dataset, unit)]
+
+
+def _finished(out: Path, dataset: str, unit: UnitPlan) -> bool:
+    """A unit is finished when its index file carries the planned config hash and the data it
+    lists is there (every shard file present, shapes as indexed); a damaged one is rebuilt."""
+    path = index_path(out, dataset, unit.sequence, unit.name)
+    if index_config_hash(path) != unit.config_hash:
+        return False
+    rows = read_index_file(path)
+    if rows.empty:
+        return True
+    try:
+        check_unit(out / shard_relpath(dataset, unit.sequence, unit.name), rows)
+    except ShardError as exc:
+        log.warning("rebuilding %s/%s unit %s: %s", dataset, unit.sequence, unit.name, exc)
+        return False
+    return True
 
 
 def _manifest_entry(out: Path, dataset: str, sequence: SequencePlan) -> dict:

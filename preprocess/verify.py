@@ -7,11 +7,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from shards import INDEX_SCHEMA
 from shards.atomic import is_staging
-from shards.index import index_config_hash
+from shards.index import index_config_hash, read_index_file
 from shards.integrity import ShardError, unit_dir, verify_unit
 from shards.layout import INDEX_DIR, SHARD_FORMAT, SHARDS_DIR, manifest_path, parse_unit_name, shard_relpath
 
@@ -50,7 +47,7 @@ def _verify_units(out: Path, problems: list[str]) -> tuple[UnitsFound, int]:
             continue
         try:
             dataset, sequence, unit = parse_unit_name(path.stem)
-            rows = pq.read_table(path, schema=INDEX_SCHEMA).to_pandas()
+            rows = read_index_file(path)
         except (ValueError, OSError) as exc:
             problems.append(f"{path}: unreadable index file ({exc})")
             continue

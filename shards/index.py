@@ -107,6 +107,11 @@ def index_dropped(path: Path) -> dict[str, dict[int, int]]:
     return {what: {int(f): int(n) for f, n in by_frame.items()} for what, by_frame in counts.items()}
 
 
+def read_index_file(path: Path) -> pd.DataFrame:
+    """One unit's rows."""
+    return pq.read_table(path, schema=INDEX_SCHEMA).to_pandas()
+
+
 def read_index(out: Path) -> pd.DataFrame:
     """All finished units' rows under OUT/index as one DataFrame (empty with the schema if none)."""
     files = sorted(p for p in (out / INDEX_DIR).glob("*.parquet") if not is_staging(p))

@@ -81,6 +81,15 @@ def test_deleted_shard_file_raises_never_zeros(out, array):
     assert_caught(out, path.name)
 
 
+@pytest.mark.fault("intact", "data_loss")
+def test_rerun_rebuilds_a_unit_whose_data_is_missing(out, built, tiny_scene):
+    shard_file(out, "depth").unlink()
+    build(Kitti360Source(tiny_scene.root, TINY, seqs="0000"), out, progress=False)
+    frame = first_frame(out)
+    rebuilt, clean = ShardStore(out).read(SEQ, frame), ShardStore(built).read(SEQ, frame)
+    np.testing.assert_array_equal(rebuilt["depth"], clean["depth"])
+
+
 @named_error
 def test_changed_pose_bytes_raise(out):
     path = shard_file(out, "cam_from_world")
