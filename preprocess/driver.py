@@ -89,7 +89,7 @@ def worker_context() -> BaseContext:
     if "forkserver" not in get_all_start_methods():
         return get_context("spawn")
     context = get_context("forkserver")
-    context.set_forkserver_preload(["preprocess.worker_warmup"])
+    context.set_forkserver_preload(["preprocess.forkserver_preload"])
     forkserver.ensure_running()
     return context
 

@@ -3,8 +3,7 @@
 A spawned worker pays about 2 s before its first frame: 1 s of imports and 0.9 s of Numba
 runtime start-up on the first jitted call. Here both happen once, in the server, and every
 worker forked from it starts warm. The import itself runs the kernels on tiny inputs; it
-starts no threads, so forking afterwards stays safe. The server dies with the build that
-started it (its workers die with the server), so a killed build leaves no process behind.
+starts no threads, so forking afterwards stays safe.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import numpy as np
 
 from . import driver  # noqa: F401  (the workers' own imports)
 from .kernels import NO_LABELS, depth_to_world, register_sweep, remove_occluded, zbuffer_points
-from .lifetime import die_with_parent
 from .sources import kitti360  # noqa: F401  (the source `kitti360-prep build` runs in workers)
 
 
@@ -28,5 +26,4 @@ def _run_kernels_once() -> None:
     depth_to_world(depth, K, pose)
 
 
-die_with_parent()
 _run_kernels_once()
