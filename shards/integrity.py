@@ -8,7 +8,7 @@ present, shapes consistent with the index rows) and `verify_unit` reads every ch
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -27,12 +27,13 @@ class ShardError(Exception):
 
 
 def unit_dir(root: Path, relpath: str) -> Path:
-    """The unit folder an index row's `shard` names, required to stay under `root/shards`."""
-    shards = (Path(root) / SHARDS_DIR).resolve()
-    path = (Path(root) / relpath).resolve()
-    if not path.is_relative_to(shards) or path == shards:
-        raise ShardError(Path(root) / "index", f"shard path {relpath!r} leaves {shards}")
-    return path
+    """The unit folder an index row's `shard` names, required to stay under `root/shards`:
+    relative, below `shards/`, no '..' (checked on the name, so symlinks the owner of the root
+    placed there keep working)."""
+    name = PurePosixPath(relpath)
+    if name.is_absolute() or ".." in name.parts or len(name.parts) < 2 or name.parts[0] != SHARDS_DIR:
+        raise ShardError(Path(root) / "index", f"shard path {relpath!r} leaves {Path(root) / SHARDS_DIR}")
+    return Path(root) / name
 
 
 def shard_file(folder: Path, array: zarr.Array, shard: int) -> Path:
