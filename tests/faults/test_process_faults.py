@@ -43,6 +43,27 @@ def test_second_build_is_refused_naming_the_holder(tiny_scene, tmp_path):
     assert not (out / INDEX_DIR).exists()  # nothing was written by the refused build
 
 
+@pytest.mark.fault("named_error", "data_loss")
+def test_two_builds_on_one_root_one_refused_the_other_complete(tiny_scene, tmp_path):
+    """The probe's case: a second build started while another writes to the same --out."""
+    out = tmp_path / "out"
+    args = ["build", "--root", str(tiny_scene.root), "--out", str(out), "--seqs", "0000"]
+    args += ["--chunk-frames", "1"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "preprocess.cli", *args], cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    lock, deadline = out / LOCK_NAME, time.time() + 120
+    while time.time() < deadline and first.poll() is None and not (lock.is_file() and lock.read_text()):
+        time.sleep(0.01)
+    second = CliRunner().invoke(app, args)  # in this process: no start-up delay
+    assert first.wait(timeout=300) == 0
+    text = " ".join(second.output.split())
+    assert second.exit_code == 2 and f"another build (pid {first.pid})" in text, text
+    verified = CliRunner().invoke(app, ["verify", str(out)])
+    assert verified.exit_code == 0, verified.output
+
+
 @pytest.mark.fault("intact", "data_loss")
 def test_stale_lock_file_of_a_dead_build_does_not_block(tiny_scene, tmp_path):
     out = tmp_path / "out"
