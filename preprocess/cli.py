@@ -88,10 +88,12 @@ def build(
         summary = run_build(source, out, workers=workers, force=force)
     except (InputError, ValueError, BuildLocked) as exc:
         _fail(exc)
-    bad = [key for key, entry in summary["sequences"].items() if "error" in entry]
+    entries = summary["sequences"].values()
+    bad = sum("error" in entry for entry in entries)
+    dropped = sum(n for e in entries for counts in e.get("dropped", {}).values() for n in counts.values())
     console.print(
-        f"wrote {summary['frames_written']} frames ({len(summary['skipped'])} frames and {len(bad)} "
-        f"sequences skipped, reasons in {summary['manifest']}) to {out}"
+        f"wrote {summary['frames_written']} frames ({len(summary['skipped'])} frames and {bad} "
+        f"sequences skipped, {dropped} non-finite points dropped, reasons in {summary['manifest']}) to {out}"
     )
 
 

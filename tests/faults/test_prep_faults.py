@@ -109,6 +109,9 @@ def test_non_finite_points_are_dropped_and_counted(scene_copy, clean, tmp_path):
     assert manifest["sequences"][f"kitti360/{SEQ}"]["dropped"]["non-finite LiDAR points"] == {"3": 3}
     stored = ShardStore(tmp_path / "out").read(SEQ, 3)["depth"]
     assert np.isfinite(stored).all()
+    args = ["build", "--root", str(scene_copy), "--out", str(tmp_path / "cli"), "--seqs", "0000"]
+    result = CliRunner().invoke(app, [*args, "--width", "140", "--accumulate", "1", "--chunk-frames", "16"])
+    assert result.exit_code == 0 and "3 non-finite points dropped" in " ".join(result.output.split())
 
 
 # ---- poses ----------------------------------------------------------------------------
