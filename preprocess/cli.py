@@ -39,12 +39,18 @@ def synth(
     frames: Annotated[int, typer.Option(help="Frames per sequence")] = 40,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     sequences: Annotated[int, typer.Option(help="Number of sequences")] = 2,
+    static_spacing: Annotated[
+        float, typer.Option(help="Static-cloud sample spacing in metres (0: no static clouds)")
+    ] = 0.2,
 ) -> None:
     """Write the synthetic KITTI-360 scene with exact ground-truth depth."""
     from .synthetic import generate_synthetic_kitti360
 
     _setup_logging(False)
-    data = generate_synthetic_kitti360(out, frames=frames, seed=seed, sequences=sequences)
+    spacing = static_spacing if static_spacing > 0 else None
+    data = generate_synthetic_kitti360(
+        out, frames=frames, seed=seed, sequences=sequences, static_spacing=spacing
+    )
     console.print(f"synthetic KITTI-360 root: [bold]{data.root}[/]  ground truth: {data.gt_root}")
 
 

@@ -1,0 +1,137 @@
+"""Static point clouds: the synthetic windows honour KITTI-360's PLY layout and the scene's
+geometry; the reader rejects bad files by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from preprocess.errors import InputError
+from preprocess.sources.kitti360.static_ply import (
+    list_windows,
+    parse_window_name,
+    read_static_ply,
+    static_vertex_dtype,
+    write_static_ply,
+)
+from preprocess.synthetic import load_gt_depth
+
+from .test_synth import SEQ0, _calibration, _frame_poses
+
+HEADER = (
+    b"ply\nformat binary_little_endian 1.0\nelement vertex {n}\nproperty float x\nproperty float y\n"
+    b"property float z\nproperty uchar red\nproperty uchar green\nproperty uchar blue\n"
+    b"property int semantic\nproperty int instance\nproperty uchar visible\nproperty float confidence\n"
+    b"end_header\n"
+)
+RECORD = np.dtype(
+    [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
+     ("semantic", "<i4"), ("instance", "<i4"), ("visible", "u1"), ("confidence", "<f4")]
+)  # fmt: skip
+
+
+def _raw_window(path) -> np.ndarray:
+    """The vertices of a window read with plain NumPy against the documented layout."""
+    data = path.read_bytes()
+    n = int(data.split(b"element vertex ")[1].split(b"\n")[0])
+    header = HEADER.replace(b"{n}", str(n).encode())
+    assert data.startswith(header), "header differs from KITTI-360's layout"
+    assert len(data) == len(header) + n * RECORD.itemsize
+    return np.frombuffer(data, RECORD, offset=len(header))
+
+
+def _windows(synthetic, seq):
+    return sorted((synthetic.root / "data_3d_semantics" / "train" / seq / "static").glob("*.ply"))
+
+
+def test_synthetic_windows_overlap_and_use_the_kitti360_layout(synthetic):
+    for seq in synthetic.sequences:
+        paths = _windows(synthetic, seq)
+        assert len(paths) == 2
+        (a0, a1), (b0, b1) = [tuple(int(v) for v in p.stem.split("_")) for p in paths]
+        assert a0 == 0 and b0 < a1 < b1, "two windows that overlap"
+        for path in paths:
+            vertices = _raw_window(path)
+            assert len(vertices) > 100_000
+            assert set(np.unique(vertices["semantic"])) >= {7, 11}
+            assert np.isfinite(vertices["confidence"]).all()
+
+
+def test_cloud_points_lie_on_scene_surfaces_visible_or_not(synthetic):
+    """Projected into a camera, no cloud point is in front of the visible surface; many lie on
+    it, many behind it (hidden faces), and facades rise far above the Velodyne's reach."""
+    calib = _calibration(synthetic.root)
+    P = calib["P_rect"]
+    poses = _frame_poses(synthetic.gt_root / SEQ0 / "cam0_to_world.txt")
+    vertices = _raw_window(_windows(synthetic, SEQ0)[0])
+    world = np.column_stack([vertices["x"], vertices["y"], vertices["z"]]).astype(np.float64)
+    building = vertices["semantic"] == 11
+    assert world[building, 2].max() > 12.0, "upper facades are in the cloud"
+    frame = 10
+    gt = load_gt_depth(synthetic.gt_root, SEQ0, frame)
+    cam_from_world = np.linalg.inv(poses[frame])
+    cam = world @ cam_from_world[:3, :3].T + cam_from_world[:3, 3]
+    cam = cam[cam[:, 2] > 1.0]
+    uv = cam @ P[:, :3].T
+    u, v = np.rint(uv[:, 0] / uv[:, 2]).astype(int), np.rint(uv[:, 1] / uv[:, 2]).astype(int)
+    inside = (u >= 1) & (u < gt.shape[1] - 1) & (v >= 1) & (v < gt.shape[0] - 1)
+    z, u, v = cam[inside, 2], u[inside], v[inside]
+    # the nearest GT depth around the landing pixel bounds a point on a visible surface
+    around = np.min([gt[v + di, u + dj] for di in (-1, 0, 1) for dj in (-1, 0, 1)], axis=0)
+    hit = around > 0
+    rel = (z[hit] - around[hit]) / around[hit]
+    assert (rel < -0.02).mean() < 0.001, "points in front of the visible surface"
+    assert (np.abs(rel) < 0.02).mean() > 0.05 and (rel > 0.1).mean() > 0.3
+
+
+# ---- reader ---------------------------------------------------------------------------
+
+
+def _write(path, vertices, header=None):
+    if header is None:
+        write_static_ply(path, vertices)
+    else:
+        path.write_bytes(header + vertices.tobytes())
+    return path
+
+
+def _vertices(n=10):
+    v = np.zeros(n, static_vertex_dtype())
+    v["x"], v["y"], v["z"], v["semantic"] = np.arange(n), 1.0, 2.0, 11
+    return v
+
+
+def test_reader_round_trip_and_nonfinite_points(tmp_path):
+    v = _vertices()
+    v["x"][3], v["z"][7] = np.nan, np.inf
+    cloud = read_static_ply(_write(tmp_path / "0000000001_0000000050.ply", v))
+    assert cloud.nonfinite_dropped == 2 and len(cloud.points) == 8
+    np.testing.assert_array_equal(cloud.points[:, 0], [0, 1, 2, 4, 5, 6, 8, 9])
+    assert (cloud.semantic == 11).all()
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (b"ply\nformat ascii 1.0\nelement vertex 10\nend_header\n", "malformed PLY header"),
+        (b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\n", "malformed PLY header"),
+        (b"plx\n", "malformed PLY header"),
+        (HEADER.replace(b"{n}", b"10").replace(b"property int semantic\n", b""), "lacks required vertex property semantic"),
+        (HEADER.replace(b"{n}", b"11"), "short file"),
+    ],
+)  # fmt: skip
+def test_reader_names_the_file_and_the_problem(tmp_path, header, message):
+    path = _write(tmp_path / "0000000001_0000000050.ply", _vertices(), header)
+    with pytest.raises(InputError, match=message) as err:
+        read_static_ply(path)
+    assert str(path) in str(err.value)
+
+
+def test_window_names_must_parse(tmp_path):
+    assert parse_window_name(tmp_path / "0000000002_0000000385.ply").end == 385
+    for bad in ("0000000002-0000000385.ply", "static.ply", "0000000400_0000000300.ply"):
+        with pytest.raises(InputError, match=bad):
+            parse_window_name(tmp_path / bad)
+    (tmp_path / "0000000300_0000000500.ply").touch()
+    (tmp_path / "0000000002_0000000385.ply").touch()
+    assert [w.start for w in list_windows(tmp_path)] == [2, 300]
