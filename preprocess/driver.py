@@ -24,11 +24,11 @@ from typing import TypedDict
 from tqdm import tqdm
 
 from shards import UnitWriter, discard_debris, remove_unit
-from shards.index import index_config_hash, index_skipped
+from shards.index import index_config_hash, index_notes, index_skipped
 from shards.layout import INDEX_DIR, index_path, parse_unit_name, unit_name
 
 from .manifest import sequence_fingerprint, update_manifest
-from .record import Skip
+from .record import Skip, UnitNote
 from .sources import SequencePlan, Source, UnitPlan
 
 log = logging.getLogger(__name__)
@@ -90,17 +90,22 @@ def worker_context() -> BaseContext:
 
 def _fill_unit(
     source: Source, out: Path, unit: UnitPlan, on_frame: Callable[[], None] | None = None
-) -> tuple[UnitWriter, dict[int, str]]:
+) -> tuple[UnitWriter, dict[int, str], dict[str, int]]:
     """Write every frame the source yields for `unit`; returns the writer, still to be
-    committed, and the frames skipped with reasons. On error the partial unit is discarded."""
+    committed, the frames skipped with reasons and the source's notes. On error the partial
+    unit is discarded."""
     writer = UnitWriter(
         out, source.dataset, unit.sequence, unit.name, unit.size.height, unit.size.width,
         capacity=len(unit.frames), frames_per_shard=source.frames_per_shard(unit.size),
     )  # fmt: skip
     skipped: dict[int, str] = {}
+    notes: dict[str, int] = {}
     try:
         with closing(source.records(unit)) as records:
             for record in records:
+                if isinstance(record, UnitNote):
+                    notes[record.key] = record.value
+                    continue
                 if on_frame is not None:
                     on_frame()
                 if isinstance(record, Skip):
@@ -113,13 +118,13 @@ def _fill_unit(
     except BaseException:
         writer.abort()
         raise
-    return writer, skipped
+    return writer, skipped, notes
 
 
 def _build_unit(source: Source, out: Path, unit: UnitPlan) -> dict[int, str]:
     """Build one unit and commit it atomically (a worker's job); returns frames skipped with reasons."""
-    writer, skipped = _fill_unit(source, out, unit)
-    writer.commit(unit.config_hash, skipped)
+    writer, skipped, notes = _fill_unit(source, out, unit)
+    writer.commit(unit.config_hash, skipped, notes)
     return skipped
 
 
@@ -130,10 +135,10 @@ def _build_here(source: Source, out: Path, units: list[UnitPlan], on_frame: Call
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unit-commit") as committer:
         previous: Future | None = None
         for unit in units:
-            writer, skipped = _fill_unit(source, out, unit, on_frame)
+            writer, skipped, notes = _fill_unit(source, out, unit, on_frame)
             if previous is not None:
                 previous.result()
-            previous = committer.submit(writer.commit, unit.config_hash, skipped)
+            previous = committer.submit(writer.commit, unit.config_hash, skipped, notes)
         if previous is not None:
             previous.result()
 
@@ -161,13 +166,16 @@ def _manifest_entry(out: Path, dataset: str, sequence: SequencePlan) -> dict:
     if sequence.error is not None:
         return {"frames_written": 0, "error": sequence.error}
     skipped = dict(sequence.skipped)
+    notes: dict[str, int] = {}
     for unit in sequence.units:
         skipped.update(index_skipped(index_path(out, dataset, sequence.name, unit.name)))
+        notes.update(index_notes(index_path(out, dataset, sequence.name, unit.name)))
     return {
         "fingerprint": sequence_fingerprint(unit.config_hash for unit in sequence.units),
         "units": [unit.name for unit in sequence.units],
         "frames_written": sum(1 for unit in sequence.units for f in unit.frames if f not in skipped),
         "skipped": {str(f): reason for f, reason in sorted(skipped.items())},
+        **({"notes": dict(sorted(notes.items()))} if notes else {}),
         **sequence.details,
     }
 

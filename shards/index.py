@@ -39,11 +39,15 @@ INDEX_SCHEMA = pa.schema(
         ("stratum", pa.string()),
         ("sweeps", pa.int32()),
         ("depth_source", pa.string()),
+        ("building_depth_coverage", pa.float64()),
+        ("top_building_depth_coverage", pa.float64()),
+        ("static_points", pa.int64()),
     ]
 )
 INDEX_COLUMNS: tuple[str, ...] = tuple(INDEX_SCHEMA.names)
 CONFIG_HASH_KEY = b"config_hash"
 SKIPPED_KEY = b"skipped"
+NOTES_KEY = b"notes"
 
 
 def stratum_of(building_ratio: float | None) -> str:
@@ -61,9 +65,11 @@ def write_index_file(
     rows: Iterable[Mapping[str, object]],
     config_hash: str,
     skipped: Mapping[int, str] | None = None,
+    notes: Mapping[str, int] | None = None,
 ) -> None:
-    """Write one unit's rows atomically (temp file + rename) with the unit's config hash and
-    the frames it skipped (frame -> reason). An empty unit still gets a file: it is done."""
+    """Write one unit's rows atomically (temp file + rename) with the unit's config hash, the
+    frames it skipped (frame -> reason) and the source's notes on its inputs. An empty unit
+    still gets a file: it is done."""
     rows = list(rows)
     missing = [c for c in INDEX_COLUMNS if rows and c not in rows[0]]
     if missing:
@@ -71,7 +77,11 @@ def write_index_file(
     table = pa.Table.from_pylist([{c: r[c] for c in INDEX_COLUMNS} for r in rows], schema=INDEX_SCHEMA)
     skipped_json = json.dumps({str(k): v for k, v in (skipped or {}).items()})
     table = table.replace_schema_metadata(
-        {CONFIG_HASH_KEY: config_hash.encode(), SKIPPED_KEY: skipped_json.encode()}
+        {
+            CONFIG_HASH_KEY: config_hash.encode(),
+            SKIPPED_KEY: skipped_json.encode(),
+            NOTES_KEY: json.dumps(dict(notes or {})).encode(),
+        }
     )
     write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
@@ -90,6 +100,12 @@ def index_skipped(path: Path) -> dict[int, str]:
     """Frames a finished unit skipped, with reasons."""
     meta = pq.read_schema(path).metadata or {}
     return {int(k): v for k, v in json.loads(meta.get(SKIPPED_KEY, b"{}")).items()}
+
+
+def index_notes(path: Path) -> dict[str, int]:
+    """The source's notes on a finished unit's inputs."""
+    meta = pq.read_schema(path).metadata or {}
+    return json.loads(meta.get(NOTES_KEY, b"{}"))
 
 
 def read_index(out: Path) -> pd.DataFrame:

@@ -159,14 +159,16 @@ class UnitWriter:
     def frames(self) -> int:
         return len(self._rows)
 
-    def commit(self, config_hash: str, skipped: Mapping[int, str] | None = None) -> list[dict[str, object]]:
+    def commit(
+        self, config_hash: str, skipped: Mapping[int, str] | None = None, notes: Mapping[str, int] | None = None
+    ) -> list[dict[str, object]]:
         """Finish the unit: trim arrays, move the group into place, then write the index
         (with the frames skipped and why). A unit whose frames were all skipped keeps no data
         but still gets its index file, so a re-run knows it is done."""
         index_file = index_path(self.out, self.dataset, self.sequence, self.unit)
         if not self._rows:
             self.abort()
-            write_index_file(index_file, [], config_hash, skipped)
+            write_index_file(index_file, [], config_hash, skipped, notes)
             return []
         try:
             self._flush()
@@ -179,7 +181,7 @@ class UnitWriter:
             self.abort()
             raise
         publish_dir(self.tmp_dir, self.final_dir)
-        write_index_file(index_file, self._rows, config_hash, skipped)
+        write_index_file(index_file, self._rows, config_hash, skipped, notes)
         return self._rows
 
     def abort(self) -> None:
