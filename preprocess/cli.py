@@ -64,11 +64,20 @@ def build(
     width: Annotated[str, typer.Option(help="Stored width (multiple of 14) or 'native'")] = "518",
     building_labels: Annotated[str, typer.Option(help="Label ids counted as building")] = "11",
     chunk_frames: Annotated[int, typer.Option(help="Frames per unit (resume granularity)")] = 128,
+    static_clouds: Annotated[
+        bool | None,
+        typer.Option(
+            "--static-clouds/--no-static-clouds",
+            help="Merge the fused static clouds (data_3d_semantics/train/<seq>/static) into the depth; "
+            "default: for every sequence that has them",
+            show_default=False,
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Parallel worker processes")] = 1,
     force: Annotated[bool, typer.Option("--force", help="Rebuild finished units")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Project KITTI-360 LiDAR (+-N sweeps) into depth, masks and points; write shards."""
+    """Project KITTI-360 LiDAR (+-N sweeps) and static clouds into depth, masks and points; write shards."""
     from .driver import build as run_build
     from .sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
 
@@ -80,6 +89,7 @@ def build(
             width=_stored_width(width),
             building_labels=labels,
             chunk_frames=chunk_frames,
+            static_clouds=static_clouds,
         )
         summary = run_build(Kitti360Source(root, config, seqs, split), out, workers=workers, force=force)
     except (InputError, ValueError) as exc:
@@ -142,7 +152,12 @@ def stats(
     """Coverage, valid points, building ratio and strata per split/sequence."""
     from shards import ShardStore
 
-    from .data_summary import building_ratio_histogram, sparse_sequences, summarize
+    from .data_summary import (
+        building_coverage_by_stratum,
+        building_ratio_histogram,
+        sparse_sequences,
+        summarize,
+    )
 
     try:
         store = ShardStore(out)
@@ -164,6 +179,20 @@ def stats(
             str(r["below_min_points"]), _count(r["building_points"]), _fmt(r["building_ratio_mean"]),
         )  # fmt: skip
     console.print(table)
+    coverage = building_coverage_by_stratum(index)
+    if not coverage.empty:
+        cov_table = Table(title="building pixels with depth, mean per frame")
+        for column in ("stratum", "depth source", "frames", "building %", "top third %"):
+            cov_table.add_column(column, justify="left" if column in ("stratum", "depth source") else "right")
+        for _, r in coverage.iterrows():
+            cov_table.add_row(
+                r["stratum"],
+                r["depth_source"],
+                str(r["frames"]),
+                f"{100 * r['building']:.1f}",
+                _pct(r["top_third"]),
+            )
+        console.print(cov_table)
     hist = building_ratio_histogram(index)
     if not hist.empty:
         console.print("building-ratio histogram (frames per bin):")
@@ -185,6 +214,10 @@ def stats(
 def _stored_width(width: str) -> int | None:
     """--width: a number, or 'native' (None) to keep the source's size."""
     return None if width == "native" else int(width)
+
+
+def _pct(value: float) -> str:
+    return "-" if pd.isna(value) else f"{100 * value:.1f}"
 
 
 def _count(value: object) -> str:

@@ -64,7 +64,9 @@ class FrameRecord:
             "sweeps": self.sweeps,
             "depth_source": self.depth_source,
             "building_depth_coverage": _share(valid, self.building_mask) if known else None,
-            "top_building_depth_coverage": _share(valid[: len(valid) // 3], self.building_mask[: len(valid) // 3])
+            "top_building_depth_coverage": _share(
+                valid[: len(valid) // 3], self.building_mask[: len(valid) // 3]
+            )
             if known
             else None,
             "static_points": self.static_points,

@@ -160,7 +160,10 @@ class UnitWriter:
         return len(self._rows)
 
     def commit(
-        self, config_hash: str, skipped: Mapping[int, str] | None = None, notes: Mapping[str, int] | None = None
+        self,
+        config_hash: str,
+        skipped: Mapping[int, str] | None = None,
+        notes: Mapping[str, int] | None = None,
     ) -> list[dict[str, object]]:
         """Finish the unit: trim arrays, move the group into place, then write the index
         (with the frames skipped and why). A unit whose frames were all skipped keeps no data

@@ -20,7 +20,7 @@ from shards.layout import INDEX_DIR
 
 from .conftest import clone_tree, replace_file
 
-FAST = Kitti360Config(depth=DepthSettings(accumulate=2), chunk_frames=16)
+FAST = Kitti360Config(depth=DepthSettings(accumulate=2), chunk_frames=16, static_clouds=False)
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,17 @@ geometry; the reader rejects bad files by name."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from dataclasses import replace
+
 import numpy as np
+import pandas as pd
 import pytest
 
+from preprocess.driver import build
 from preprocess.errors import InputError
+from preprocess.sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
 from preprocess.sources.kitti360.static_ply import (
     list_windows,
     parse_window_name,
@@ -15,7 +22,11 @@ from preprocess.sources.kitti360.static_ply import (
     write_static_ply,
 )
 from preprocess.synthetic import load_gt_depth
+from shards import ShardStore
+from shards.layout import INDEX_DIR, parse_unit_name
 
+from .conftest import clone_tree, replace_file
+from .support.static_accuracy import built_accuracy
 from .test_synth import SEQ0, _calibration, _frame_poses
 
 HEADER = (
@@ -135,3 +146,124 @@ def test_window_names_must_parse(tmp_path):
     (tmp_path / "0000000300_0000000500.ply").touch()
     (tmp_path / "0000000002_0000000385.ply").touch()
     assert [w.start for w in list_windows(tmp_path)] == [2, 300]
+
+
+# ---- builds with clouds ---------------------------------------------------------------
+
+CLOUDS = Kitti360Config(depth=DepthSettings(accumulate=4), chunk_frames=16, static_clouds=True)
+LIDAR = replace(CLOUDS, static_clouds=False)
+
+
+@pytest.fixture(scope="module")
+def builds(synthetic, tmp_path_factory):
+    """Sequence 0000 built with and without clouds at width 518, and with clouds at native size."""
+    base = tmp_path_factory.mktemp("static_builds")
+    configs = {"lidar": LIDAR, "clouds": CLOUDS, "clouds_native": replace(CLOUDS, width=None)}
+    for name, config in configs.items():
+        build(Kitti360Source(synthetic.root, config, seqs="0000"), base / name, progress=False)
+    return {name: base / name for name in configs}
+
+
+def test_clouds_are_accurate_and_cover_buildings(builds, synthetic):
+    """The issue's bar on exact GT: < 1.5% of depth pixels > 5% off at 518 and native; building
+    coverage >= 45% and >= 2x LiDAR-only; top-third building coverage >= 25%."""
+    frames = len(list((synthetic.root / "data_2d_raw" / SEQ0 / "image_00" / "data_rect").glob("*.png")))
+    figures = {name: built_accuracy(out, frames) for name, out in builds.items()}
+    for name, acc in figures.items():
+        print(f"{name:14s} {acc.line()}")
+    lidar, clouds = figures["lidar"], figures["clouds"]
+    assert clouds.outlier_share < 0.015 and figures["clouds_native"].outlier_share < 0.015
+    assert clouds.building_coverage >= 0.45 and clouds.building_coverage >= 2 * lidar.building_coverage
+    assert figures["clouds_native"].building_coverage >= 0.45
+    assert clouds.top_building_coverage >= 0.25 and lidar.top_building_coverage < 0.01
+
+
+def test_index_and_manifest_say_what_the_clouds_gave(builds):
+    out = builds["clouds"]
+    index = ShardStore(out).index
+    assert set(index["depth_source"]) == {"lidar+static"} and (index["static_points"] > 0).all()
+    lidar = ShardStore(builds["lidar"]).index
+    assert set(lidar["depth_source"]) == {"lidar"} and (lidar["static_points"] == 0).all()
+    store = ShardStore(out)
+    row = index[index["has_semantics"]].iloc[3]
+    frame = store.read(row["sequence"], int(row["frame"]))
+    mask, valid = frame["building_mask"], frame["valid_mask"]
+    assert row["building_depth_coverage"] == pytest.approx((mask & valid).sum() / mask.sum())
+    third = mask.shape[0] // 3
+    top = (mask[:third] & valid[:third]).sum() / mask[:third].sum()
+    assert row["top_building_depth_coverage"] == pytest.approx(top)
+    assert index.loc[~index["has_semantics"], "building_depth_coverage"].isna().all()
+    entry = json.loads((out / "manifest.json").read_text())["sequences"][f"kitti360/{SEQ0}"]
+    assert len(entry["static_windows"]) == 2
+    assert entry["notes"] == {f"static non-finite points dropped/{w}": 0 for w in entry["static_windows"]}
+
+
+def test_clouds_off_leaves_lidar_build_unchanged(builds, synthetic, tmp_path):
+    """--no-static-clouds builds exactly what a tree without clouds builds."""
+    root = clone_tree(synthetic.root, tmp_path / "root")
+    shutil.rmtree(root / "data_3d_semantics" / "train" / SEQ0 / "static")
+    build(
+        Kitti360Source(root, replace(LIDAR, static_clouds=None), seqs="0000"),
+        tmp_path / "out",
+        progress=False,
+    )
+    a, b = ShardStore(builds["lidar"]), ShardStore(tmp_path / "out")
+    pd.testing.assert_frame_equal(a.index, b.index)
+    for seq, f in zip(a.index["sequence"], a.index["frame"], strict=True):
+        for name, value in a.read(seq, int(f)).items():
+            np.testing.assert_array_equal(value, b.read(seq, int(f))[name], err_msg=name)
+    with pytest.raises(InputError, match=r"static.*no static-cloud folder"):
+        build(Kitti360Source(root, CLOUDS, seqs="0000"), tmp_path / "again", progress=False)
+
+
+def test_resume_and_changed_window_rebuild_only_their_units(synthetic, tmp_path):
+    root = clone_tree(synthetic.root, tmp_path / "root")
+    config = replace(CLOUDS, depth=DepthSettings(accumulate=1))
+    out = tmp_path / "out"
+    build(Kitti360Source(root, config, seqs="0000"), out, progress=False)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / INDEX_DIR).glob("*.parquet")}
+    build(Kitti360Source(root, config, seqs="0000"), out, progress=False)
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (out / INDEX_DIR).glob("*.parquet")}
+    # the second window starts inside the first unit only if it overlaps it; NaN points are counted
+    windows = _windows(synthetic, SEQ0)
+    vertices = _raw_window(windows[1]).copy()
+    vertices["x"][:5] = np.nan
+    replace_file(root / "data_3d_semantics" / "train" / SEQ0 / "static" / windows[1].name, _header(vertices))
+    summary = build(Kitti360Source(root, config, seqs="0000"), out, progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in (out / INDEX_DIR).glob("*.parquet")}
+    start = int(windows[1].stem.split("_")[0])
+    for name, stamp in stamps.items():
+        unit_start = int(parse_unit_name(name.removesuffix(".parquet"))[2])
+        uses = unit_start + config.chunk_frames > start
+        assert (after[name] != stamp) == uses, name
+    notes = summary["sequences"][f"kitti360/{SEQ0}"]["notes"]
+    assert notes[f"static non-finite points dropped/{windows[1].name}"] == 5
+    forced = build(Kitti360Source(root, config, seqs="0000"), out, progress=False, force=True)
+    assert forced["frames_written"] == summary["frames_written"]
+    assert all(p.stat().st_mtime_ns != after[p.name] for p in (out / INDEX_DIR).glob("*.parquet"))
+
+
+def test_bad_window_name_is_named(synthetic, tmp_path):
+    root = clone_tree(synthetic.root, tmp_path / "root")
+    (root / "data_3d_semantics" / "train" / SEQ0 / "static" / "window_a.ply").write_bytes(b"")
+    with pytest.raises(InputError, match="window_a.ply"):
+        build(Kitti360Source(root, CLOUDS, seqs="0000"), tmp_path / "out", progress=False)
+
+
+def _header(vertices: np.ndarray) -> bytes:
+    return HEADER.replace(b"{n}", str(len(vertices)).encode()) + vertices.tobytes()
+
+
+def test_stats_show_building_coverage_per_source(builds, synthetic, tmp_path):
+    from typer.testing import CliRunner
+
+    from preprocess.cli import app
+
+    out = tmp_path / "both"
+    shutil.copytree(builds["clouds"], out)
+    build(Kitti360Source(synthetic.root, LIDAR, seqs="0002"), out, progress=False)
+    result = CliRunner().invoke(app, ["stats", str(out), "--plots", str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "building pixels with depth" in text and "lidar+static" in text and " lidar " in text
+    assert (tmp_path / "plots" / "building_coverage.png").stat().st_size > 1000

@@ -193,7 +193,9 @@ class Kitti360Source:
             inputs = [*calib_files, seq.pose_dir / "poses.txt"]
             inputs += [seq.image_path(f) for f in frames]
             inputs += [p for f in neighbourhood for p in (seq.sweep_path(f), seq.semantic_path(f))]
-            used = tuple(w for w in windows if any(w.covers(f) for f in frames)) if windows is not None else ()
+            used = (
+                tuple(w for w in windows if any(w.covers(f) for f in frames)) if windows is not None else ()
+            )
             hashed = {**config.hashed(windows is not None), "centres": frames, "splits": unit_splits}
             if windows is not None:
                 hashed["static_windows"] = [w.path.name for w in used]
@@ -249,7 +251,9 @@ class Kitti360Source:
                     continue
                 semantic = None if result.semantic is None else resize_labels(result.semantic, unit.size)
                 cam_from_world = np.linalg.inv(sweeps.poses[centre])
-                depth, static_points = self._with_clouds(unit, centre, result.depth, semantic, K, cam_from_world)
+                depth, static_points = self._with_clouds(
+                    unit, centre, result.depth, semantic, K, cam_from_world
+                )
                 yield lidar_record(
                     centre, unit.frames[centre], image, depth, semantic, result.sweeps, K,
                     cam_from_world, self.config.building_labels, static_points,
@@ -271,7 +275,9 @@ class Kitti360Source:
             return lidar, None
         settings, depth = self.config.static, self.config.depth
         windows = [WINDOW_CACHE.get(w, settings) for w in covering]
-        cloud = render_clouds(windows, cam_from_world, K, lidar.shape, depth.min_depth, depth.max_depth, settings)
+        cloud = render_clouds(
+            windows, cam_from_world, K, lidar.shape, depth.min_depth, depth.max_depth, settings
+        )
         check_labels(cloud, windows, semantic, settings, label_lut(depth.dynamic_labels))
         return merge_depth(lidar, cloud, settings.merge_rel_tol)
 
