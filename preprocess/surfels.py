@@ -69,14 +69,15 @@ def estimate_surfels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normal (N, 3) float32 and disc radius (N,) float32 of every point.
 
-    `points` are sorted by their cell of a fine grid: cell c (of the sorted unique `cell_keys`)
-    holds points cell_starts[c]:cell_starts[c+1]; keys are (ix * dims[1] + iy) * dims[2] + iz). The k nearest neighbours come from the 27 cells
-    around a point's cell. Radius: radius_scale times the mean distance to the `spacing_k`
-    nearest, at most max_radius; a point with fewer than 2 neighbours there is isolated and
-    gets radius 0 (never drawn). Normal: the plane through the point and its k nearest; zero
-    when the smallest/middle eigenvalue ratio exceeds max_ratio (no single plane: an edge,
-    a corner or clutter), and then the radius shrinks by edge_radius_scale, since a disc
-    there would reach past the edge over whatever lies behind it."""
+    `points` are sorted by their cell of a fine grid: cell c (of the sorted unique
+    `cell_keys`, keys (ix * dims[1] + iy) * dims[2] + iz) holds points
+    cell_starts[c]:cell_starts[c+1]. The k nearest neighbours come from the 27 cells around
+    a point's cell. Radius: radius_scale times the mean distance to the `spacing_k` nearest,
+    at most max_radius; a point with fewer than 2 neighbours there is isolated and gets
+    radius 0 (never drawn). Normal: the plane through the point and its k nearest; zero when
+    the smallest/middle eigenvalue ratio exceeds max_ratio (no single plane: an edge, a
+    corner or clutter), and then the radius shrinks by edge_radius_scale, since a disc there
+    would reach past the edge over whatever lies behind it."""
     n_points = points.shape[0]
     normals = np.zeros((n_points, 3), dtype=np.float32)
     radii = np.zeros(n_points, dtype=np.float32)

@@ -125,9 +125,9 @@ def test_reader_round_trip_and_nonfinite_points(tmp_path):
     ("header", "message"),
     [
         (b"ply\nformat ascii 1.0\nelement vertex 10\nend_header\n", "malformed PLY header"),
-        (b"ply\nformat binary_little_endian 1.0\nelement vertex 10\nproperty float x\n", "malformed PLY header"),
+        (b"ply\nformat binary_little_endian 1.0\nelement vertex 10\n", "malformed PLY header"),
         (b"plx\n", "malformed PLY header"),
-        (HEADER.replace(b"{n}", b"10").replace(b"property int semantic\n", b""), "lacks required vertex property semantic"),
+        (HEADER.replace(b"{n}", b"10").replace(b"property int semantic\n", b""), "lacks required .*semantic"),
         (HEADER.replace(b"{n}", b"11"), "short file"),
     ],
 )  # fmt: skip

@@ -31,9 +31,9 @@ CACHED_WINDOWS = 3  # a frame needs at most two; one more spares a reload at win
 class StaticSettings:
     """How static clouds become depth; part of the build config hash."""
 
-    neighbours: int = 8  # k nearest for each point's plane
+    neighbours: int = 6  # k nearest for each point's plane
     spacing_neighbours: int = 4  # the disc radius follows the mean distance to this many nearest
-    radius_scale: float = 0.8  # disc radius / that spacing: neighbouring discs overlap, edges barely grow
+    radius_scale: float = 0.9  # disc radius / that spacing: neighbouring discs overlap, edges barely grow
     edge_radius_scale: float = 0.5  # shrinks discs of points with no plane (edges, corners)
     max_radius: float = 0.5  # metres
     plane_ratio: float = 0.1  # smallest/middle eigenvalue above this: no plane, disc faces the camera
@@ -99,8 +99,9 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
             window.path.name, points, points.copy(), np.zeros(0, np.float32), labels,
             np.zeros(1, np.int64), empty, empty, cloud.nonfinite_dropped,
         )  # fmt: skip
-    # neighbour search in cells about 2.5 spacings wide: a few points each on a surface
-    fine = max(2.5 * _spacing_estimate(points), 1e-3)
+    # neighbour search in cells two spacings wide: about four points each on a surface, and
+    # the k nearest of a point lie within the 3x3x3 cells around it
+    fine = max(2.0 * _spacing_estimate(points), 1e-3)
     keys, dims, _ = _grid(points, fine)
     order, cell_keys, starts = _grouped(keys)
     points, labels = points[order], labels[order]
