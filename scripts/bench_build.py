@@ -198,7 +198,9 @@ def cloud_rows(work: Path, frames: int, points: int, chunk_frames: int) -> None:
     root = work / "clouds" / "KITTI-360"
     if not root.is_dir():
         spacing = spacing_for(frames, points)
-        generate_synthetic_kitti360(work / "clouds", frames=frames, seed=0, sequences=1, static_spacing=spacing)
+        generate_synthetic_kitti360(
+            work / "clouds", frames=frames, seed=0, sequences=1, static_spacing=spacing
+        )
     windows = list_windows(static_dir(root, list_sequences(root)[0]))
     start = time.perf_counter()
     sizes = [len(prepare_window(window, StaticSettings())) for window in windows]
@@ -221,8 +223,10 @@ def cloud_rows(work: Path, frames: int, points: int, chunk_frames: int) -> None:
     print(f"window preparation (read + surfels + grid): {prep:.1f} s per window, done once per worker")
     per_frame = (t1 - len(windows) * prep) / n1  # the clouds build without its window preparation
     amortised = 1.0 / (per_frame + prep / 240)
-    print(f"with one window's preparation spread over 240 frames (KITTI-360): {amortised:.2f} frames/s, "
-          f"{amortised / (n0 / t0):.2f} of LiDAR only")
+    print(
+        f"with one window's preparation spread over 240 frames (KITTI-360): {amortised:.2f} frames/s, "
+        f"{amortised / (n0 / t0):.2f} of LiDAR only"
+    )
 
 
 def main() -> None:
@@ -232,7 +236,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--chunk-frames", type=int, default=128, help="frames per unit (one work item)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per pipeline (median reported)")
-    parser.add_argument("--cloud-points", type=int, default=15_000_000, help="points per static window (0: skip)")
+    parser.add_argument(
+        "--cloud-points", type=int, default=15_000_000, help="points per static window (0: skip)"
+    )
     parser.add_argument("--cloud-frames", type=int, default=60, help="frames of the static-cloud sequence")
     parser.add_argument("--only-clouds", action="store_true", help="run the static-cloud rows only")
     args = parser.parse_args()
@@ -244,7 +250,9 @@ def main() -> None:
         return
     root = work / "synthetic" / "KITTI-360"
     if not root.is_dir():  # a kept --workdir is reused (same frames: pass the same --frames)
-        generate_synthetic_kitti360(work / "synthetic", frames=args.frames, seed=0, sequences=2, static_spacing=None)
+        generate_synthetic_kitti360(
+            work / "synthetic", frames=args.frames, seed=0, sequences=2, static_spacing=None
+        )
     config = Kitti360Config(chunk_frames=args.chunk_frames)  # --accumulate 4, width 518
     fresh_build(root, work / "warmup", config, workers=1)  # JIT cache + page cache warm
 

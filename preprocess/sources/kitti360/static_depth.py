@@ -196,12 +196,18 @@ def check_labels(
     can be checked."""
     if semantic is None or not windows:
         return
-    labels = np.concatenate([w.labels for w in windows])
     has = cloud.winner >= 0
+    winners = cloud.winner[has]
+    labels = np.zeros(len(winners), np.uint8)
+    offset = 0
+    for window in windows:  # winners index the windows' concatenation
+        mine = (winners >= offset) & (winners < offset + len(window))
+        labels[mine] = window.labels[winners[mine] - offset]
+        offset += len(window)
     group = label_agreement(settings)
     bad = np.zeros_like(has)
     seen = semantic[has]
-    bad[has] = (group[labels[cloud.winner[has]]] != group[seen]) | dynamic[seen]
+    bad[has] = (group[labels] != group[seen]) | dynamic[seen]
     cloud.depth[bad] = 0.0
     cloud.winner[bad] = -1
 
