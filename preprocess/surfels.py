@@ -160,6 +160,18 @@ def estimate_surfels(
 
 
 @nb.njit(cache=True, nogil=True)
+def _hidden(depth: np.ndarray, rect: np.ndarray, zmin: float) -> bool:
+    """Whether every pixel of the rectangle already holds a surface nearer than zmin (then
+    nothing of a cell whose nearest corner is at zmin can show there)."""
+    for i in range(rect[0], rect[1] + 1):
+        for j in range(rect[2], rect[3] + 1):
+            current = depth[i, j]
+            if current == 0.0 or current >= zmin:
+                return False
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
 def splat_surfels(
     points: np.ndarray,
     normals: np.ndarray,
@@ -183,7 +195,10 @@ def splat_surfels(
     Points are grouped by the cells of a coarse grid (cell c holds points
     cell_starts[c]:cell_starts[c+1], inside the box cell_lo[c]..cell_hi[c] grown by its largest
     disc radius); a cell entirely outside the camera's frustum or depth range is never
-    touched. A disc seen more edge-on than min_cos (cosine between ray and normal) is skipped.
+    touched, and cells are drawn nearest first so that one whose whole image rectangle is
+    already covered by nearer depth (a building's back, the row behind a facade, ground
+    under objects) is skipped unread. A disc seen more edge-on than min_cos (cosine between
+    ray and normal) is skipped.
     """
     height, width = depth.shape
     fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
@@ -191,9 +206,13 @@ def splat_surfels(
     t = cam_from_world[:3, 3]
     tested = 0
     corner = np.empty(3)
-    for cell in range(cell_starts.shape[0] - 1):
+    n_cells = cell_starts.shape[0] - 1
+    near = np.full(n_cells, np.inf)  # nearest corner depth of each cell in view (inf: culled)
+    rect = np.full((n_cells, 4), -1, dtype=np.int64)  # pixel bounds (i0, i1, j0, j1); -1: unbounded
+    for cell in range(n_cells):
         # frustum planes through the camera centre, with pixel edges at -0.5 and size - 0.5
         out_left = out_right = out_top = out_bottom = out_near = out_far = True
+        zmin, umin, umax, vmin, vmax = np.inf, np.inf, -np.inf, np.inf, -np.inf
         for c in range(8):
             for a in range(3):
                 corner[a] = cell_hi[cell, a] if (c >> a) & 1 else cell_lo[cell, a]
@@ -206,7 +225,23 @@ def splat_surfels(
             out_bottom &= (height - 0.5 - cy) * z - fy * y < 0.0
             out_near &= z < min_depth
             out_far &= z > max_depth
+            zmin = min(zmin, z)
+            if z > 0.0:
+                u, v = (fx * x + skew * y) / z + cx, fy * y / z + cy
+                umin, umax, vmin, vmax = min(umin, u), max(umax, u), min(vmin, v), max(vmax, v)
         if out_left or out_right or out_top or out_bottom or out_near or out_far:
+            continue
+        near[cell] = zmin
+        if zmin > min_depth:  # every corner in front: the projected corners bound the cell
+            rect[cell, 0] = max(0, int(np.floor(vmin)) - 1)
+            rect[cell, 1] = min(height - 1, int(np.ceil(vmax)) + 1)
+            rect[cell, 2] = max(0, int(np.floor(umin)) - 1)
+            rect[cell, 3] = min(width - 1, int(np.ceil(umax)) + 1)
+    # nearest cells first, so nearer surfaces are drawn before the cells they may hide entirely
+    for cell in np.argsort(near):
+        if near[cell] == np.inf:
+            break
+        if rect[cell, 0] >= 0 and _hidden(depth, rect[cell], near[cell]):
             continue
         for n in range(cell_starts[cell], cell_starts[cell + 1]):
             r = np.float64(radii[n])

@@ -38,7 +38,7 @@ class StaticSettings:
     max_radius: float = 0.5  # metres
     plane_ratio: float = 0.1  # smallest/middle eigenvalue above this: no plane, disc faces the camera
     min_cos: float = 0.02  # discs seen more edge-on than this (about 89 degrees) are skipped
-    grid_cell: float = 4.0  # metres; frustum culling granularity
+    grid_cell: float = 2.0  # metres; frustum and occlusion culling granularity
     max_footprint_px: float = 48.0  # a disc covers at most this many pixels either side
     merge_rel_tol: float = 0.05  # LiDAR and cloud depth agree within this relative difference
     ground_labels: tuple[int, ...] = GROUND_LABELS
