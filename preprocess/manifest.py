@@ -11,7 +11,7 @@ from pathlib import Path
 
 from shards.atomic import write_text_atomic
 from shards.index import INDEX_COLUMNS
-from shards.layout import manifest_path
+from shards.layout import SHARD_FORMAT, manifest_path
 
 DISTRIBUTION = "kitti360-vggt"
 
@@ -39,7 +39,13 @@ def config_hash(config: dict, fingerprint: str) -> str:
     """A unit's completion marker: what it was built with, from which inputs, by which version
     and into which index columns (a unit indexed without a column is rebuilt)."""
     payload = json.dumps(
-        {"config": config, "inputs": fingerprint, "version": package_version(), "index": INDEX_COLUMNS},
+        {
+            "config": config,
+            "inputs": fingerprint,
+            "version": package_version(),
+            "shard_format": SHARD_FORMAT,
+            "index": INDEX_COLUMNS,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -64,6 +70,7 @@ def update_manifest(out: Path, section: str, config: dict, sequences: dict[str, 
     """Merge this build's sequences into the manifest (other datasets' entries are kept)."""
     manifest = read_manifest(out)
     manifest["version"] = package_version()
+    manifest["shard_format"] = SHARD_FORMAT
     manifest.setdefault("configs", {})[section] = config
     manifest.setdefault("sequences", {}).update(sequences)
     return write_text_atomic(manifest_path(out), json.dumps(manifest, indent=2, sort_keys=True))

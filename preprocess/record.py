@@ -81,15 +81,6 @@ def _share(valid: np.ndarray, mask: np.ndarray) -> float | None:
 
 
 @dataclass(frozen=True)
-class UnitNote:
-    """A fact about a unit's inputs that belongs in the manifest (e.g. points a static-cloud
-    window lost for being non-finite): the source yields it among its records."""
-
-    key: str
-    value: int
-
-
-@dataclass(frozen=True)
 class Skip:
     """A planned frame that could not be built (corrupt or missing input), and why: the
     reason goes to the manifest and the build goes on."""
@@ -97,3 +88,13 @@ class Skip:
     frame: int
     reason: str
     name: str | None = None  # what the dataset calls the frame (COLMAP: its image name), for the log
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """Input elements of one frame's files left out because they were unusable (e.g. a
+    sweep's non-finite points), and how many: counted in the manifest, the frame is kept."""
+
+    frame: int
+    what: str  # what was dropped, the manifest's key
+    count: int

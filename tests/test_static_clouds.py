@@ -195,7 +195,7 @@ def test_index_and_manifest_say_what_the_clouds_gave(builds):
     assert index.loc[~index["has_semantics"], "building_depth_coverage"].isna().all()
     entry = json.loads((out / "manifest.json").read_text())["sequences"][f"kitti360/{SEQ0}"]
     assert len(entry["static_windows"]) == 2
-    assert entry["notes"] == {f"static non-finite points dropped/{w}": 0 for w in entry["static_windows"]}
+    assert not any("static-cloud" in what for what in entry["dropped"])
 
 
 def test_clouds_off_leaves_lidar_build_unchanged(builds, synthetic, tmp_path):
@@ -236,8 +236,8 @@ def test_resume_and_changed_window_rebuild_only_their_units(synthetic, tmp_path)
         unit_start = int(parse_unit_name(name.removesuffix(".parquet"))[2])
         uses = unit_start + config.chunk_frames > start
         assert (after[name] != stamp) == uses, name
-    notes = summary["sequences"][f"kitti360/{SEQ0}"]["notes"]
-    assert notes[f"static non-finite points dropped/{windows[1].name}"] == 5
+    dropped = summary["sequences"][f"kitti360/{SEQ0}"]["dropped"]
+    assert dropped[f"non-finite static-cloud points ({windows[1].name})"] == {str(start): 5}
     forced = build(Kitti360Source(root, config, seqs="0000"), out, progress=False, force=True)
     assert forced["frames_written"] == summary["frames_written"]
     assert all(p.stat().st_mtime_ns != after[p.name] for p in (out / INDEX_DIR).glob("*.parquet"))
