@@ -1,5 +1,5 @@
 """Numba kernels that turn a dense static point cloud into depth: surfels (oriented discs)
-estimated once per cloud, then rendered per frame.
+rendered per frame, each fitted once, the first time a frame draws it.
 
 Each point becomes a disc: its normal from the plane through its k nearest neighbours, its
 radius from their spacing, so neighbouring discs close the surface without reaching far
@@ -15,6 +15,11 @@ import numba as nb
 import numpy as np
 
 NO_NORMAL = 0.0  # a zero normal: no reliable plane (edges, clutter); the disc then faces the camera
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _cross(a: tuple, b: tuple) -> tuple[float, float, float]:
+    return a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -40,14 +45,18 @@ def _smallest_eigenvector(c00, c01, c02, c11, c12, c22):
     r0 = (c00 - smallest, c01, c02)
     r1 = (c01, c11 - smallest, c12)
     r2 = (c02, c12, c22 - smallest)
-    best, bx, by, bz = -1.0, 0.0, 0.0, 0.0
-    for a, b in ((r0, r1), (r0, r2), (r1, r2)):
-        x = a[1] * b[2] - a[2] * b[1]
-        y = a[2] * b[0] - a[0] * b[2]
-        z = a[0] * b[1] - a[1] * b[0]
-        norm = x * x + y * y + z * z
-        if norm > best:
-            best, bx, by, bz = norm, x, y, z
+    # the cross products of the three row pairs, unrolled (a loop over tuples costs more than
+    # the rest of the k-NN fit); the longest is the best conditioned
+    x01, y01, z01 = _cross(r0, r1)
+    x02, y02, z02 = _cross(r0, r2)
+    x12, y12, z12 = _cross(r1, r2)
+    best, bx, by, bz = x01 * x01 + y01 * y01 + z01 * z01, x01, y01, z01
+    norm = x02 * x02 + y02 * y02 + z02 * z02
+    if norm > best:
+        best, bx, by, bz = norm, x02, y02, z02
+    norm = x12 * x12 + y12 * y12 + z12 * z12
+    if norm > best:
+        best, bx, by, bz = norm, x12, y12, z12
     if best <= 1e-30:
         return 0.0, 0.0, 0.0, 1.0
     inv = 1.0 / np.sqrt(best)
@@ -55,43 +64,43 @@ def _smallest_eigenvector(c00, c01, c02, c11, c12, c22):
 
 
 @nb.njit(cache=True, nogil=True)
-def estimate_surfels(
-    points: np.ndarray,
-    cell_keys: np.ndarray,
-    cell_starts: np.ndarray,
-    dims: np.ndarray,
-    k: int,
-    spacing_k: int,
-    radius_scale: float,
-    edge_radius_scale: float,
-    max_radius: float,
-    max_ratio: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Normal (N, 3) float32 and disc radius (N,) float32 of every point.
+def fit_surfels(
+    fine_index: np.ndarray,
+    first: int,
+    last: int,
+    fine: tuple,
+    fit: tuple,
+    normals: np.ndarray,
+    radii: np.ndarray,
+) -> None:
+    """Fit, in place, the normal and disc radius of points first..last-1 (in drawing order;
+    fine_index maps them into the fine grid). Called by splat_surfels the first time a cell is
+    drawn at a level, so points no frame ever draws (backs of buildings, facades behind
+    facades, the detail of far cells) are never fitted.
 
-    `points` are sorted by their cell of a fine grid: cell c (of the sorted unique
-    `cell_keys`, keys (ix * dims[1] + iy) * dims[2] + iz) holds points
-    cell_starts[c]:cell_starts[c+1]. The k nearest neighbours come from the 27 cells around
-    a point's cell. Radius: radius_scale times the mean distance to the `spacing_k` nearest,
-    at most max_radius; a point with fewer than 2 neighbours there is isolated and gets
-    radius 0 (never drawn). Normal: the plane through the point and its k nearest; zero when
-    the smallest/middle eigenvalue ratio exceeds max_ratio (no single plane: an edge, a
-    corner or clutter), and then the radius shrinks by edge_radius_scale, since a disc there
-    would reach past the edge over whatever lies behind it."""
-    n_points = points.shape[0]
-    normals = np.zeros((n_points, 3), dtype=np.float32)
-    radii = np.zeros(n_points, dtype=np.float32)
-    n_cells = cell_keys.shape[0]
+    `fine` = (points, cell_keys, cell_starts, dims): the cloud sorted by the cells of a fine
+    grid, cell c (of the sorted unique keys (ix * dims[1] + iy) * dims[2] + iz) holding points
+    cell_starts[c]:cell_starts[c+1]. The k nearest neighbours come from the 27 cells around a
+    point's cell. `fit` = (k, spacing_k, radius_scale, edge_radius_scale, max_radius,
+    max_ratio). Radius: radius_scale times the mean distance to the `spacing_k` nearest, at
+    most max_radius; a point with fewer than 2 neighbours there is isolated and gets radius 0
+    (never drawn). Normal: the plane through the point and its k nearest; zero when the
+    smallest/middle eigenvalue ratio exceeds max_ratio (no single plane: an edge, a corner or
+    clutter), and then the radius shrinks by edge_radius_scale, since a disc there would
+    reach past the edge over whatever lies behind it."""
+    points, cell_keys, cell_starts, dims = fine
+    k, spacing_k, radius_scale, edge_radius_scale, max_radius, max_ratio = fit
     near_d = np.empty(k, dtype=np.float64)
     near_i = np.empty(k, dtype=np.int64)
-    for cell in range(n_cells):
-        key = cell_keys[cell]
+    lo = np.empty(9, dtype=np.int64)
+    hi = np.empty(9, dtype=np.int64)
+    for out in range(first, last):
+        n = fine_index[out]
+        key = cell_keys[np.searchsorted(cell_starts, n, side="right") - 1]
         iz = key % dims[2]
         iy = (key // dims[2]) % dims[1]
         ix = key // (dims[2] * dims[1])
-        # the neighbour cells' ranges, found once per cell: for each (dx, dy) the dz run is contiguous
-        lo = np.empty(9, dtype=np.int64)
-        hi = np.empty(9, dtype=np.int64)
+        # the neighbour cells' ranges: for each (dx, dy) the dz run is contiguous
         runs = 0
         for dx in (-1, 0, 1):
             for dy in (-1, 0, 1):
@@ -99,64 +108,125 @@ def estimate_surfels(
                 if jx < 0 or jy < 0 or jx >= dims[0] or jy >= dims[1]:
                     continue
                 base = (jx * dims[1] + jy) * dims[2]
-                first = np.searchsorted(cell_keys, base + max(iz - 1, 0))
-                last = np.searchsorted(cell_keys, base + min(iz + 1, dims[2] - 1), side="right")
-                if last > first:
-                    lo[runs] = cell_starts[first]
-                    hi[runs] = cell_starts[last]
+                start = np.searchsorted(cell_keys, base + max(iz - 1, 0))
+                stop = np.searchsorted(cell_keys, base + min(iz + 1, dims[2] - 1), side="right")
+                if stop > start:
+                    lo[runs] = cell_starts[start]
+                    hi[runs] = cell_starts[stop]
                     runs += 1
-        for n in range(cell_starts[cell], cell_starts[cell + 1]):
-            px, py, pz = points[n, 0], points[n, 1], points[n, 2]
-            found = 0
-            for run in range(runs):
-                for m in range(lo[run], hi[run]):
-                    if m == n:
-                        continue
-                    dx, dy, dz = points[m, 0] - px, points[m, 1] - py, points[m, 2] - pz
-                    d = dx * dx + dy * dy + dz * dz
-                    if found == k and d >= near_d[k - 1]:
-                        continue
-                    slot = found if found < k else k - 1
-                    while slot > 0 and near_d[slot - 1] > d:
-                        near_d[slot] = near_d[slot - 1]
-                        near_i[slot] = near_i[slot - 1]
-                        slot -= 1
-                    near_d[slot] = d
-                    near_i[slot] = m
-                    if found < k:
-                        found += 1
-            if found < 2:
-                continue
-            use = min(found, spacing_k)
-            spacing = 0.0
-            for a in range(use):
-                spacing += np.sqrt(near_d[a])
-            radii[n] = min(max_radius, radius_scale * spacing / use)
-            if found < 3:
-                continue
-            mx, my, mz = px, py, pz
-            for a in range(found):
-                m = near_i[a]
-                mx += points[m, 0]
-                my += points[m, 1]
-                mz += points[m, 2]
-            mx, my, mz = mx / (found + 1), my / (found + 1), mz / (found + 1)
-            c00 = c01 = c02 = c11 = c12 = c22 = 0.0
-            for a in range(found + 1):
-                m = n if a == found else near_i[a]
-                dx, dy, dz = points[m, 0] - mx, points[m, 1] - my, points[m, 2] - mz
-                c00 += dx * dx
-                c01 += dx * dy
-                c02 += dx * dz
-                c11 += dy * dy
-                c12 += dy * dz
-                c22 += dz * dz
-            nx, ny, nz, ratio = _smallest_eigenvector(c00, c01, c02, c11, c12, c22)
-            if ratio <= max_ratio:
-                normals[n, 0], normals[n, 1], normals[n, 2] = nx, ny, nz
-            else:
-                radii[n] *= edge_radius_scale
-    return normals, radii
+        px, py, pz = points[n, 0], points[n, 1], points[n, 2]
+        found = 0
+        for run in range(runs):
+            for m in range(lo[run], hi[run]):
+                if m == n:
+                    continue
+                dx, dy, dz = points[m, 0] - px, points[m, 1] - py, points[m, 2] - pz
+                d = dx * dx + dy * dy + dz * dz
+                if found == k and d >= near_d[k - 1]:
+                    continue
+                slot = found if found < k else k - 1
+                while slot > 0 and near_d[slot - 1] > d:
+                    near_d[slot] = near_d[slot - 1]
+                    near_i[slot] = near_i[slot - 1]
+                    slot -= 1
+                near_d[slot] = d
+                near_i[slot] = m
+                if found < k:
+                    found += 1
+        radii[out] = 0.0
+        normals[out, 0] = normals[out, 1] = normals[out, 2] = NO_NORMAL
+        if found < 2:
+            continue
+        use = min(found, spacing_k)
+        spacing = 0.0
+        for a in range(use):
+            spacing += np.sqrt(near_d[a])
+        radii[out] = min(max_radius, radius_scale * spacing / use)
+        if found < 3:
+            continue
+        mx, my, mz = px, py, pz
+        for a in range(found):
+            m = near_i[a]
+            mx += points[m, 0]
+            my += points[m, 1]
+            mz += points[m, 2]
+        mx, my, mz = mx / (found + 1), my / (found + 1), mz / (found + 1)
+        c00 = c01 = c02 = c11 = c12 = c22 = 0.0
+        for a in range(found + 1):
+            m = n if a == found else near_i[a]
+            dx, dy, dz = points[m, 0] - mx, points[m, 1] - my, points[m, 2] - mz
+            c00 += dx * dx
+            c01 += dx * dy
+            c02 += dx * dz
+            c11 += dy * dy
+            c12 += dy * dz
+            c22 += dz * dz
+        nx, ny, nz, ratio = _smallest_eigenvector(c00, c01, c02, c11, c12, c22)
+        if ratio <= max_ratio:
+            normals[out, 0], normals[out, 1], normals[out, 2] = nx, ny, nz
+        else:
+            radii[out] *= edge_radius_scale
+
+
+@nb.njit(cache=True, nogil=True)
+def detail_levels(
+    points: np.ndarray, cell_starts: np.ndarray, sizes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Order each coarse cell's points coarsest level first; returns the permutation and, per
+    cell, where each level's prefix ends ((C, L + 1) int64, column 0: the cell's end).
+
+    Level l >= 1 keeps one point per cube of side sizes[l] in the cell,
+    chosen among level l - 1's, so the levels nest and level l is a prefix of the cell's
+    reordered points. Far cells are drawn from a coarse prefix (splat_surfels): a pixel there
+    covers many points, and drawing them all costs time without changing the depth."""
+    n_cells = cell_starts.shape[0] - 1
+    n_levels = sizes.shape[0]
+    order = np.empty(points.shape[0], dtype=np.int64)
+    ends = np.empty((n_cells, n_levels), dtype=np.int64)
+    for cell in range(n_cells):
+        first, last = cell_starts[cell], cell_starts[cell + 1]
+        level = np.zeros(last - first, dtype=np.int64)
+        lo, extent = np.empty(3), 0.0
+        for a in range(3):
+            lo[a] = np.min(points[first:last, a])
+            extent = max(extent, np.max(points[first:last, a]) - lo[a])
+        candidates = np.arange(first, last)
+        for lvl in range(1, n_levels):
+            if candidates.shape[0] == 0:
+                break
+            side = sizes[lvl]
+            span = int(extent / side) + 2  # keys stay unique across the cell
+            keys = np.empty(candidates.shape[0], dtype=np.int64)
+            for c in range(candidates.shape[0]):
+                n = candidates[c]
+                ix = int((points[n, 0] - lo[0]) / side)
+                iy = int((points[n, 1] - lo[1]) / side)
+                iz = int((points[n, 2] - lo[2]) / side)
+                keys[c] = (ix * span + iy) * span + iz
+            by_key = np.argsort(keys, kind="mergesort")
+            kept = np.empty(candidates.shape[0], dtype=np.int64)
+            n_kept, previous = 0, -1
+            for c in by_key:
+                if n_kept == 0 or keys[c] != previous:
+                    kept[n_kept] = candidates[c]
+                    level[candidates[c] - first] = lvl
+                    n_kept += 1
+                    previous = keys[c]
+            candidates = np.sort(kept[:n_kept])
+        # counting sort by level, coarsest first
+        counts = np.zeros(n_levels + 1, dtype=np.int64)
+        for n in range(last - first):
+            counts[level[n]] += 1
+        slot = np.empty(n_levels, dtype=np.int64)
+        at = first
+        for lvl in range(n_levels - 1, -1, -1):
+            slot[lvl] = at
+            at += counts[lvl]
+            ends[cell, lvl] = at
+        for n in range(last - first):
+            order[slot[level[n]]] = first + n
+            slot[level[n]] += 1
+    return order, ends
 
 
 @nb.njit(cache=True, nogil=True)
@@ -176,7 +246,13 @@ def splat_surfels(
     points: np.ndarray,
     normals: np.ndarray,
     radii: np.ndarray,
+    fine_index: np.ndarray,
+    fine: tuple,
+    fit: tuple,
+    fitted: np.ndarray,
     cell_starts: np.ndarray,
+    level_ends: np.ndarray,
+    level_sizes: np.ndarray,
     cell_lo: np.ndarray,
     cell_hi: np.ndarray,
     cam_from_world: np.ndarray,
@@ -188,6 +264,7 @@ def splat_surfels(
     max_depth: float,
     min_cos: float,
     max_footprint: float,
+    lod_pixels: float,
 ) -> int:
     """Render the discs into `depth` (z-buffer, 0 = empty) in place; `winner` gets
     winner_offset + the index of the disc that gave each pixel its depth. Returns discs tested.
@@ -198,7 +275,11 @@ def splat_surfels(
     touched, and cells are drawn nearest first so that one whose whole image rectangle is
     already covered by nearer depth (a building's back, the row behind a facade, ground
     under objects) is skipped unread. A disc seen more edge-on than min_cos (cosine between
-    ray and normal) is skipped.
+    ray and normal) is skipped. A cell is drawn from its coarsest level (detail_levels) whose
+    cube side is at most lod_pixels pixels at the cell's nearest depth, each disc then at least
+    as wide as that side, so the level's one point per cube closes the surface. Discs are
+    fitted the first time they are drawn (fit_surfels, arguments fine_index, fine, fit);
+    fitted[c] is where cell c's fitted prefix ends, updated in place.
     """
     height, width = depth.shape
     fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
@@ -238,15 +319,23 @@ def splat_surfels(
             rect[cell, 2] = max(0, int(np.floor(umin)) - 1)
             rect[cell, 3] = min(width - 1, int(np.ceil(umax)) + 1)
     # nearest cells first, so nearer surfaces are drawn before the cells they may hide entirely
+    pixel = max(fx, fy)
     for cell in np.argsort(near):
         if near[cell] == np.inf:
             break
         if rect[cell, 0] >= 0 and _hidden(depth, rect[cell], near[cell]):
             continue
-        for n in range(cell_starts[cell], cell_starts[cell + 1]):
-            r = np.float64(radii[n])
-            if r <= 0.0:
+        level = 0
+        while level + 1 < level_sizes.shape[0] and level_sizes[level + 1] * pixel <= lod_pixels * near[cell]:
+            level += 1
+        end = level_ends[cell, level]
+        if fitted[cell] < end:
+            fit_surfels(fine_index, fitted[cell], end, fine, fit, normals, radii)
+            fitted[cell] = end
+        for n in range(cell_starts[cell], end):
+            if radii[n] <= 0.0:  # isolated
                 continue
+            r = max(np.float64(radii[n]), level_sizes[level])
             px, py, pz = np.float64(points[n, 0]), np.float64(points[n, 1]), np.float64(points[n, 2])
             x = R[0, 0] * px + R[0, 1] * py + R[0, 2] * pz + t[0]
             y = R[1, 0] * px + R[1, 1] * py + R[1, 2] * pz + t[1]

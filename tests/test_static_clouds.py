@@ -267,3 +267,31 @@ def test_stats_show_building_coverage_per_source(builds, synthetic, tmp_path):
     text = " ".join(result.output.split())
     assert "building pixels with depth" in text and "lidar+static" in text and " lidar " in text
     assert (tmp_path / "plots" / "building_coverage.png").stat().st_size > 1000
+
+
+def test_detail_levels_nest_and_keep_one_point_per_cube():
+    """Each level is a prefix of its cell, holds one point per cube of its side (every occupied
+    cube represented) and lies inside the next finer level."""
+    from preprocess.sources.kitti360.static_depth import detail_sizes
+    from preprocess.surfels import detail_levels
+
+    rng = np.random.default_rng(0)
+    points = np.column_stack([rng.uniform(0, 2, 4000), rng.uniform(0, 2, 4000), np.zeros(4000)])
+    points = points.astype(np.float32)
+    starts = np.array([0, 1500, 4000])
+    sizes = detail_sizes(0.03, 0.5)
+    order, ends = detail_levels(points, starts, sizes)
+    assert np.array_equal(np.sort(order), np.arange(4000)) and len(sizes) == 5
+    assert np.array_equal(ends[:, 0], starts[1:])
+    for cell in range(2):
+        members = order[starts[cell] : starts[cell + 1]]
+        lo = points[members].min(axis=0)
+        previous = set(members)
+        for level in range(1, len(sizes)):
+            kept = order[starts[cell] : ends[cell, level]]
+            cubes = np.floor((points[kept] - lo) / sizes[level]).astype(int)
+            assert len({tuple(c) for c in cubes}) == len(kept)  # one per cube
+            occupied = {tuple(c) for c in np.floor((points[members] - lo) / sizes[level]).astype(int)}
+            assert len(occupied) == len(kept)  # every cube with a drawn point represented
+            assert set(kept) <= previous
+            previous = set(kept)

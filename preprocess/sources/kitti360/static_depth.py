@@ -1,12 +1,13 @@
 """Depth from KITTI-360's fused static clouds, merged with the LiDAR depth.
 
 A window is prepared once per worker process (kept in a small cache, so the units that share
-it reuse it): its points become surfels (normal and radius from their k nearest neighbours)
-grouped in a coarse grid. A frame's cloud depth renders the surfels of every window that
-covers the frame (surfels.py), keeps a pixel only where the winning point's 3D label agrees
-with the frame's 2D label (so ground never shows through a facade missing from the cloud,
-nor static road through a car that is there now), then merges with the LiDAR depth under
-one rule (`merge_depth`).
+it reuse it): its points are sorted into a fine grid (for neighbour search) and a coarse grid
+with nested levels of detail (for drawing); each point becomes a surfel (normal and radius
+from its k nearest neighbours) the first time a frame draws it. A frame's cloud depth renders
+the surfels of every window that covers the frame (surfels.py), keeps a pixel only where the
+winning point's 3D label agrees with the frame's 2D label (so ground never shows through a
+facade missing from the cloud, nor static road through a car that is there now), then merges
+with the LiDAR depth under one rule (`merge_depth`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...surfels import estimate_surfels, splat_surfels
+from ...surfels import detail_levels, splat_surfels
 from .static_ply import Window, read_static_ply
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class StaticSettings:
     min_cos: float = 0.02  # discs seen more edge-on than this (about 89 degrees) are skipped
     grid_cell: float = 2.0  # metres; frustum and occlusion culling granularity
     max_footprint_px: float = 48.0  # a disc covers at most this many pixels either side
+    lod_pixels: float = 1.0  # far cells drawn from a subset whose spacing is at most this many pixels
     merge_rel_tol: float = 0.05  # LiDAR and cloud depth agree within this relative difference
     ground_labels: tuple[int, ...] = GROUND_LABELS
 
@@ -52,12 +54,17 @@ class SurfelWindow:
     """A window's surfels, grouped by coarse grid cell."""
 
     name: str
-    points: np.ndarray  # (N, 3) float32 world
-    normals: np.ndarray  # (N, 3) float32 (zero: no plane)
-    radii: np.ndarray  # (N,) float32 metres (0: isolated, never drawn)
+    points: np.ndarray  # (N, 3) float32 world, in drawing order (coarse cell, then level)
+    normals: np.ndarray  # (N, 3) float32 (zero: no plane); valid where fitted
+    radii: np.ndarray  # (N,) float32 metres (0: isolated, never drawn); valid where fitted
     labels: np.ndarray  # (N,) uint8 KITTI-360 label ids
+    fine_index: np.ndarray  # (N,) int64: each point's place in the fine grid's order
+    fine: tuple  # (points (N, 3) float32, cell keys, cell starts, dims) of the fine grid
+    fitted: np.ndarray  # (C,) int64: end of each cell's prefix already fitted
     cell_starts: np.ndarray  # (C + 1,) int64
-    cell_lo: np.ndarray  # (C, 3) float64, grown by the cell's largest radius
+    level_ends: np.ndarray  # (C, L + 1) int64: end of each detail level's prefix of a cell
+    level_sizes: np.ndarray  # (L + 1,) float64 metres: cube side of each level (0: every point)
+    cell_lo: np.ndarray  # (C, 3) float64, grown by the largest disc radius
     cell_hi: np.ndarray  # (C, 3) float64
     nonfinite_dropped: int
 
@@ -89,36 +96,56 @@ def _spacing_estimate(points: np.ndarray) -> float:
     return float(1.0 / np.sqrt(max(per_voxel, 1.0)))
 
 
+def detail_sizes(spacing: float, max_radius: float) -> np.ndarray:
+    """Cube sides of the detail levels: 0 (every point), then 2, 4, 8 ... times the cloud's
+    spacing while at most max_radius (the level's discs are that wide)."""
+    sizes = [0.0]
+    while 2.0 * max(sizes[-1], spacing) <= max_radius:
+        sizes.append(2.0 * max(sizes[-1], spacing))
+    return np.array(sizes)
+
+
 def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
-    """Read a window and turn its points into surfels in coarse-grid order."""
+    """Read a window and sort its points into the fine and coarse grids; no surfel is fitted
+    yet."""
     cloud = read_static_ply(window.path)
     points, labels = cloud.points, np.clip(cloud.semantic, 0, 255).astype(np.uint8)
     if len(points) == 0:
-        empty = np.zeros((0, 3), np.float64)
+        points, none, box = np.zeros((0, 3), np.float32), np.zeros(0, np.int64), np.zeros((0, 3))
         return SurfelWindow(
-            window.path.name, points, points.copy(), np.zeros(0, np.float32), labels,
-            np.zeros(1, np.int64), empty, empty, cloud.nonfinite_dropped,
+            window.path.name, points, points.copy(), np.zeros(0, np.float32), labels, none,
+            (points, none, np.zeros(1, np.int64), np.ones(3, np.int64)), none, np.zeros(1, np.int64),
+            np.zeros((0, 1), np.int64), np.zeros(1), box, box, cloud.nonfinite_dropped,
         )  # fmt: skip
     # neighbour search in cells two spacings wide: about four points each on a surface, and
     # the k nearest of a point lie within the 3x3x3 cells around it
-    fine = max(2.0 * _spacing_estimate(points), 1e-3)
-    keys, dims, _ = _grid(points, fine)
+    spacing = max(_spacing_estimate(points), 5e-4)
+    keys, dims, _ = _grid(points, 2.0 * spacing)
     order, cell_keys, starts = _grouped(keys)
-    points, labels = points[order], labels[order]
-    normals, radii = estimate_surfels(
-        points, cell_keys, starts, dims, settings.neighbours, settings.spacing_neighbours,
-        settings.radius_scale, settings.edge_radius_scale, settings.max_radius, settings.plane_ratio,
-    )  # fmt: skip
-    coarse, _, _ = _grid(points, settings.grid_cell)
-    order, _, starts = _grouped(coarse)
-    points, normals, radii, labels = points[order], normals[order], radii[order], labels[order]
-    first = starts[:-1]
-    grow = np.maximum.reduceat(radii, first).astype(np.float64)[:, None]
-    cell_lo = np.minimum.reduceat(points, first, axis=0).astype(np.float64) - grow
-    cell_hi = np.maximum.reduceat(points, first, axis=0).astype(np.float64) + grow
+    fine_points, labels = points[order], labels[order]
+    coarse, _, _ = _grid(fine_points, settings.grid_cell)
+    by_cell, _, cell_starts = _grouped(coarse)
+    sizes = detail_sizes(spacing, settings.max_radius)
+    by_level, level_ends = detail_levels(fine_points[by_cell], cell_starts, sizes)
+    fine_index = by_cell[by_level]
+    points = fine_points[fine_index]
+    first = cell_starts[:-1]
+    cell_lo = np.minimum.reduceat(points, first, axis=0).astype(np.float64) - settings.max_radius
+    cell_hi = np.maximum.reduceat(points, first, axis=0).astype(np.float64) + settings.max_radius
+    fine = (fine_points, cell_keys, starts, dims.astype(np.int64))
     return SurfelWindow(
-        window.path.name, points, normals, radii, labels, starts, cell_lo, cell_hi, cloud.nonfinite_dropped
-    )
+        window.path.name, points, np.zeros_like(points), np.zeros(len(points), np.float32),
+        labels[fine_index], fine_index, fine, first.copy(), cell_starts, level_ends, sizes, cell_lo, cell_hi,
+        cloud.nonfinite_dropped,
+    )  # fmt: skip
+
+
+def fit_settings(settings: StaticSettings) -> tuple:
+    """The surfel fit's parameters as fit_surfels takes them."""
+    return (
+        settings.neighbours, settings.spacing_neighbours, settings.radius_scale,
+        settings.edge_radius_scale, settings.max_radius, settings.plane_ratio,
+    )  # fmt: skip
 
 
 class WindowCache:
@@ -168,9 +195,11 @@ def render_clouds(
     offset = 0
     for window in windows:
         splat_surfels(
-            window.points, window.normals, window.radii, window.cell_starts, window.cell_lo,
-            window.cell_hi, np.asarray(cam_from_world, np.float64), np.asarray(K, np.float64), depth,
-            winner, offset, min_depth, max_depth, settings.min_cos, settings.max_footprint_px,
+            window.points, window.normals, window.radii, window.fine_index, window.fine,
+            fit_settings(settings), window.fitted, window.cell_starts, window.level_ends, window.level_sizes,
+            window.cell_lo, window.cell_hi, np.asarray(cam_from_world, np.float64), np.asarray(K, np.float64),
+            depth, winner, offset, min_depth, max_depth, settings.min_cos, settings.max_footprint_px,
+            settings.lod_pixels,
         )  # fmt: skip
         offset += len(window)
     return CloudDepth(depth, winner)
