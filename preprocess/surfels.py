@@ -64,6 +64,27 @@ def _smallest_eigenvector(c00, c01, c02, c11, c12, c22):
 
 
 @nb.njit(cache=True, nogil=True)
+def grid_keys(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
+    """Linear key ((ix * dims[1] + iy) * dims[2] + iz) of every point's cell in a grid of side
+    `cell` from the points' lowest corner, and the grid's dims; no temporaries."""
+    lo = np.full(3, np.inf)
+    for n in range(points.shape[0]):
+        for a in range(3):
+            lo[a] = min(lo[a], np.float64(points[n, a]))
+    dims = np.ones(3, dtype=np.int64)
+    for n in range(points.shape[0]):
+        for a in range(3):
+            dims[a] = max(dims[a], int((np.float64(points[n, a]) - lo[a]) / cell) + 1)
+    keys = np.empty(points.shape[0], dtype=np.int64)
+    for n in range(points.shape[0]):
+        ix = int((np.float64(points[n, 0]) - lo[0]) / cell)
+        iy = int((np.float64(points[n, 1]) - lo[1]) / cell)
+        iz = int((np.float64(points[n, 2]) - lo[2]) / cell)
+        keys[n] = (ix * dims[1] + iy) * dims[2] + iz
+    return keys, dims
+
+
+@nb.njit(cache=True, nogil=True)
 def fit_surfels(
     fine_index: np.ndarray,
     first: int,
@@ -94,26 +115,31 @@ def fit_surfels(
     near_i = np.empty(k, dtype=np.int64)
     lo = np.empty(9, dtype=np.int64)
     hi = np.empty(9, dtype=np.int64)
+    cell, runs = -1, 0
     for out in range(first, last):
         n = fine_index[out]
-        key = cell_keys[np.searchsorted(cell_starts, n, side="right") - 1]
-        iz = key % dims[2]
-        iy = (key // dims[2]) % dims[1]
-        ix = key // (dims[2] * dims[1])
-        # the neighbour cells' ranges: for each (dx, dy) the dz run is contiguous
-        runs = 0
-        for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1):
-                jx, jy = ix + dx, iy + dy
-                if jx < 0 or jy < 0 or jx >= dims[0] or jy >= dims[1]:
-                    continue
-                base = (jx * dims[1] + jy) * dims[2]
-                start = np.searchsorted(cell_keys, base + max(iz - 1, 0))
-                stop = np.searchsorted(cell_keys, base + min(iz + 1, dims[2] - 1), side="right")
-                if stop > start:
-                    lo[runs] = cell_starts[start]
-                    hi[runs] = cell_starts[stop]
-                    runs += 1
+        if cell >= 0 and cell_starts[cell] <= n < cell_starts[cell + 1]:
+            pass  # same fine cell as the previous point (the usual case): same neighbour runs
+        else:
+            cell = np.searchsorted(cell_starts, n, side="right") - 1
+            key = cell_keys[cell]
+            iz = key % dims[2]
+            iy = (key // dims[2]) % dims[1]
+            ix = key // (dims[2] * dims[1])
+            # the neighbour cells' ranges: for each (dx, dy) the dz run is contiguous
+            runs = 0
+            for dx in (-1, 0, 1):
+                for dy in (-1, 0, 1):
+                    jx, jy = ix + dx, iy + dy
+                    if jx < 0 or jy < 0 or jx >= dims[0] or jy >= dims[1]:
+                        continue
+                    base = (jx * dims[1] + jy) * dims[2]
+                    start = np.searchsorted(cell_keys, base + max(iz - 1, 0))
+                    stop = np.searchsorted(cell_keys, base + min(iz + 1, dims[2] - 1), side="right")
+                    if stop > start:
+                        lo[runs] = cell_starts[start]
+                        hi[runs] = cell_starts[stop]
+                        runs += 1
         px, py, pz = points[n, 0], points[n, 1], points[n, 2]
         found = 0
         for run in range(runs):

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...surfels import detail_levels, splat_surfels
+from ...surfels import detail_levels, grid_keys, splat_surfels
 from .static_ply import Window, read_static_ply
 
 log = logging.getLogger(__name__)
@@ -72,12 +72,9 @@ class SurfelWindow:
         return len(self.points)
 
 
-def _grid(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _grid(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
     """Linear cell key of every point ((ix * ny + iy) * nz + iz) and the grid's dims."""
-    lo = points.min(axis=0)
-    index = np.floor((points - lo) / cell).astype(np.int64)
-    dims = index.max(axis=0) + 1
-    return (index[:, 0] * dims[1] + index[:, 1]) * dims[2] + index[:, 2], dims, lo
+    return grid_keys(points, cell)
 
 
 def _grouped(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -91,7 +88,7 @@ def _grouped(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _spacing_estimate(points: np.ndarray) -> float:
     """Typical point spacing: points per occupied 1 m voxel are about points per square metre
     of surface, whose inverse square root is the spacing."""
-    keys, _, _ = _grid(points, 1.0)
+    keys, _ = _grid(points, 1.0)
     per_voxel = len(points) / max(1, len(np.unique(keys)))
     return float(1.0 / np.sqrt(max(per_voxel, 1.0)))
 
@@ -120,10 +117,10 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     # neighbour search in cells two spacings wide: about four points each on a surface, and
     # the k nearest of a point lie within the 3x3x3 cells around it
     spacing = max(_spacing_estimate(points), 5e-4)
-    keys, dims, _ = _grid(points, 2.0 * spacing)
+    keys, dims = _grid(points, 2.0 * spacing)
     order, cell_keys, starts = _grouped(keys)
     fine_points, labels = points[order], labels[order]
-    coarse, _, _ = _grid(fine_points, settings.grid_cell)
+    coarse, _ = _grid(fine_points, settings.grid_cell)
     by_cell, _, cell_starts = _grouped(coarse)
     sizes = detail_sizes(spacing, settings.max_radius)
     by_level, level_ends = detail_levels(fine_points[by_cell], cell_starts, sizes)
@@ -132,7 +129,7 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     first = cell_starts[:-1]
     cell_lo = np.minimum.reduceat(points, first, axis=0).astype(np.float64) - settings.max_radius
     cell_hi = np.maximum.reduceat(points, first, axis=0).astype(np.float64) + settings.max_radius
-    fine = (fine_points, cell_keys, starts, dims.astype(np.int64))
+    fine = (fine_points, cell_keys, starts, dims)
     return SurfelWindow(
         window.path.name, points, np.zeros_like(points), np.zeros(len(points), np.float32),
         labels[fine_index], fine_index, fine, first.copy(), cell_starts, level_ends, sizes, cell_lo, cell_hi,
