@@ -44,7 +44,13 @@ def _config(shards, *overrides):
 
 
 def _losses(run_dir: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (run_dir / METRICS_FILE).read_text().splitlines()]
+    return [row["loss"] for row in _rows(run_dir) if "loss" in row]
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    """metrics.jsonl rows of training steps (not the data-report header)."""
+    lines = (run_dir / METRICS_FILE).read_text().splitlines()
+    return [row for row in map(json.loads, lines) if "data" not in row]
 
 
 def test_demo_config_overfits_one_window(shards, tmp_path):
@@ -132,7 +138,7 @@ def test_ddp_two_processes_match_single_process(shards, tmp_path):
     subprocess.run(cmd, check=True, cwd=REPO, env=env, timeout=300)
     ddp = tmp_path / "ddp"
     log_single, log_ddp = (
-        [json.loads(line) for line in (run / METRICS_FILE).read_text().splitlines()] for run in (single, ddp)
+        _rows(run) for run in (single, ddp)
     )
     for a, b in zip(log_single, log_ddp, strict=True):  # same global-batch loss and gradients
         for key in ("loss", "grad_norm/heads", "grad_norm/aggregator"):
@@ -148,7 +154,7 @@ def test_ddp_two_processes_match_single_process(shards, tmp_path):
 def test_bad_configs_fail_fast(shards, tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config key\(s\): optim.learning_rate"):
         load_config(DEMO, ["optim.learning_rate=0.1"])
-    with pytest.raises(ConfigError, match="data.crop_width"):
+    with pytest.raises(ConfigError, match="augment.crop.width"):
         load_config(DEMO, ["data.crop_width=100"])
     with pytest.raises(ConfigError, match="lora.rank: expected int"):
         load_config(DEMO, ["lora.rank=abc"])
@@ -172,7 +178,7 @@ def test_batches_without_supervision_are_skipped_and_counted(shards, tmp_path):
     trainer = Trainer(cfg, tmp_path, CPU)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.run()
-    records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    records = _rows(tmp_path)
     assert records[-1]["skipped_batches"] == 2 and "loss" not in records[-1]
     for name, param in trainer.model.named_parameters():
         if param.requires_grad:

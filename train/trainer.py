@@ -19,7 +19,7 @@ from shards.atomic import fresh_staging_dir, publish_dir
 
 from . import run_dir as layout
 from .config import TrainConfig
-from .data import RankSampler, WindowDataset
+from .data import WindowDataset, step_sampler
 from .distributed import DistInfo, barrier
 from .losses import batch_loss
 from .model import load_adapter_weights, save_adapter
@@ -99,8 +99,14 @@ class Trainer:
             cfg.data,
             cfg.run.seed,
             self.micro_steps * cfg.data.batch_size * dist_info.world_size,
+            cfg.augment,
         )
-        sampler = RankSampler(
+        self.data_report = dataset.report
+        if dist_info.is_main:
+            for line in dataset.report.lines():
+                log.info(line)
+        sampler = step_sampler(
+            dataset,
             self.micro_steps,
             cfg.data.batch_size,
             dist_info.rank,
@@ -110,8 +116,7 @@ class Trainer:
         workers = cfg.data.num_workers
         self.loader = DataLoader(
             dataset,
-            batch_size=cfg.data.batch_size,
-            sampler=sampler,
+            batch_sampler=sampler,
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None,
@@ -201,6 +206,10 @@ class Trainer:
         since_log: list[dict[str, float]] = []  # loss terms of the micro-steps since the last log line
         frames = 0
         wait = compute = 0.0
+        data_counts = {"redrawn_windows": 0, "nonfinite_depth": 0}  # since the start of this process
+        if main and self.step == 0:  # the header row: what the data rules kept and left out
+            with open(self.run_dir / layout.METRICS_FILE, "a") as fh:
+                fh.write(json.dumps({"step": 0, "data": self.data_report.to_dict()}) + "\n")
         tick = time.perf_counter()
         loader = iter(self.loader)
         while self.step < cfg.run.steps:
@@ -212,6 +221,8 @@ class Trainer:
                 wait += t1 - t0
                 compute += time.perf_counter() - t1
                 frames += batch["images"].shape[0] * batch["images"].shape[1]
+                for key in data_counts:
+                    data_counts[key] += int(batch[key].sum())
                 if terms is None:
                     self.skipped += 1
                 else:
@@ -235,6 +246,7 @@ class Trainer:
                     "frames_per_s": frames * self.dist.world_size / max(elapsed, 1e-9),
                     "data_wait_share": wait / max(wait + compute, 1e-9),
                     "skipped_batches": self.skipped,
+                    **data_counts,
                 }
                 if self.device.type == "cuda":
                     record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
