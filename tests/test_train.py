@@ -137,9 +137,7 @@ def test_ddp_two_processes_match_single_process(shards, tmp_path):
     ]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=REPO, env=env, timeout=300)
     ddp = tmp_path / "ddp"
-    log_single, log_ddp = (
-        _rows(run) for run in (single, ddp)
-    )
+    log_single, log_ddp = (_rows(run) for run in (single, ddp))
     for a, b in zip(log_single, log_ddp, strict=True):  # same global-batch loss and gradients
         for key in ("loss", "grad_norm/heads", "grad_norm/aggregator"):
             assert a[key] == pytest.approx(b[key], rel=1e-5), key
