@@ -134,16 +134,19 @@ def unproject(
     depth: np.ndarray, valid: np.ndarray, intrinsics: np.ndarray, cam_from_world: np.ndarray
 ) -> np.ndarray:
     """World points [S,H,W,3] (float32, 0 where invalid) of z-depth [S,H,W] at pixel centres."""
-    height, width = depth.shape[1:3]
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    fx, fy = intrinsics[:, 0, 0, None, None], intrinsics[:, 1, 1, None, None]
-    cx, cy = intrinsics[:, 0, 2, None, None], intrinsics[:, 1, 2, None, None]
-    z = depth.astype(np.float64)
-    cam = np.stack([(xs - cx) / fx * z, (ys - cy) / fy * z, z], axis=-1)
-    R, t = cam_from_world[:, :3, :3], cam_from_world[:, :3, 3]
-    world = np.einsum("sji,shwj->shwi", R, cam - t[:, None, None, :])  # R^T (p - t)
-    world[~valid] = 0.0
-    return world.astype(np.float32)
+    frames, height, width = depth.shape
+    K = intrinsics.astype(np.float64)
+    x = ((np.arange(width) - K[:, 0, 2, None]) / K[:, 0, 0, None]).astype(np.float32)[:, None, :]
+    y = ((np.arange(height) - K[:, 1, 2, None]) / K[:, 1, 1, None]).astype(np.float32)[:, :, None]
+    R = cam_from_world[:, :3, :3].astype(np.float32)[:, None, None]  # [S,1,1,3,3]
+    t = cam_from_world[:, :3, 3].astype(np.float32)[:, None, None]  # [S,1,1,3]
+    z = np.where(valid, depth, 0).astype(np.float32)
+    cam = (x * z - t[..., 0], y * z - t[..., 1], z - t[..., 2])  # p - t
+    world = np.empty((frames, height, width, 3), np.float32)
+    for i in range(3):  # R^T (p - t), elementwise: far faster than a batched 3x3 matmul
+        world[..., i] = R[..., 0, i] * cam[0] + R[..., 1, i] * cam[1] + R[..., 2, i] * cam[2]
+    world *= valid[..., None]
+    return world
 
 
 def colour_jitter(images: np.ndarray, cfg: ColourJitterConfig, rng: np.random.Generator) -> np.ndarray:

@@ -11,7 +11,7 @@ DDP ranks, and a resumed run, see exactly the same data in the same order.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -252,6 +252,8 @@ class WindowDataset(Dataset):
         self.windows = WindowIndex(ShardStore(store_root), cfg, shortest)
         self.report = self.windows.report
         self._phases: dict[int, dict[str, float]] = {}
+        self._eligible: dict[tuple[str, int], list[int]] = {}
+        self.longest_run = max(len(run.frames) for run in self.windows.runs)
         if not cfg.overfit:
             phases = [cfg.strata_weights, *(p.weights for p in cfg.strata_schedule)]
             available = {s for s, members in self.windows.by_stratum.items() if members}
@@ -283,6 +285,17 @@ class WindowDataset(Dataset):
     def _weights(self, progress: float) -> dict[str, float]:
         return self._phases[id(strata_weights_at(self.cfg, progress))]
 
+    def _members(self, stratum: str, seq_len: int) -> list[int]:
+        """Anchors of a stratum whose run can hold a window of `seq_len` frames (cached)."""
+        key = (stratum, seq_len)
+        if key not in self._eligible:
+            runs = self.windows.runs
+            members = self.windows.by_stratum.get(stratum, [])
+            self._eligible[key] = [
+                m for m in members if len(runs[self.windows.anchors[m].run].frames) >= seq_len
+            ]
+        return self._eligible[key]
+
     def _pick(
         self, rng: np.random.Generator, g: int, seq_len: int | None = None
     ) -> tuple[Anchor, np.ndarray, int]:
@@ -294,16 +307,19 @@ class WindowDataset(Dataset):
             start = min(anchor.position, len(run.frames) - seq_len)
             return anchor, run.frames[start : start + seq_len], 0
         weights = self._weights(g / max(1, self.total))
-        strata = list(weights)
+        strata = [s for s in weights if self._members(s, seq_len)]
+        if not strata:
+            raise ConfigError(
+                f"no run of {seq_len} frames without a gap in any weighted stratum; lower "
+                "augment.frames.max_frames (or data.seq_len)"
+            )
         p = np.array([weights[s] for s in strata], dtype=np.float64)
         stratum = strata[rng.choice(len(strata), p=p / p.sum())]
-        members = self.windows.by_stratum[stratum]
+        members = self._members(stratum, seq_len)
         redrawn = 0
         for _ in range(MAX_DRAWS):
             anchor = self.windows.anchors[members[rng.integers(len(members))]]
             run = self.windows.runs[anchor.run]
-            if len(run.frames) < seq_len:  # a run long enough for shorter windows only
-                continue
             longest = (len(run.frames) - 1) // (seq_len - 1)
             stride = int(rng.integers(1, max(1, min(self.cfg.max_stride, longest)) + 1))
             start = min(anchor.position, len(run.frames) - 1 - stride * (seq_len - 1))
@@ -431,7 +447,16 @@ def step_sampler(
 
     largest = batch_of(StepShape(aug.frames.min_frames, 0, 0)) if aug.frames.enabled else batch_size
 
+    # never more frames than the longest gap-free run holds
+    frames = replace(aug.frames, max_frames=min(aug.frames.max_frames, dataset.longest_run))
+    if aug.frames.enabled and frames.max_frames < frames.min_frames:
+        raise ConfigError(
+            f"augment.frames.min_frames: {frames.min_frames} frames, but the longest run without a "
+            f"gap holds {dataset.longest_run}"
+        )
+    clamped = replace(aug, frames=frames)
+
     def shape_of(step: int) -> StepShape:
-        return step_shape(aug, dataset.cfg.seq_len, dataset._stored_size, dataset.seed, step)
+        return step_shape(clamped, dataset.cfg.seq_len, dataset._stored_size, dataset.seed, step)
 
     return RankSampler(steps, largest, rank, world_size, start_step, shape_of, batch_of)
