@@ -89,12 +89,8 @@ def main() -> None:
     aug_fps, aug_px = loader_throughput(shards, ALL_AUGMENT, args.windows, workers=2)
     steps_per_s, step_fps, wait = training_rate(shards, work / "run", ALL_AUGMENT, args.steps)
     print("\ntraining input pipeline on synthetic 518x140 shards, CPU, 2 loader workers")
-    print(
-        f"loader, no augmentation (8 frames/window): {plain_fps:7.1f} frames/s ({plain_px / 1e3:.0f} kpx/frame)"
-    )
-    print(
-        f"loader, all augmentations on:              {aug_fps:8.1f} frames/s ({aug_px / 1e3:.0f} kpx/frame)"
-    )
+    print(f"loader, no augmentation (8-frame windows): {plain_fps:7.1f} frames/s ({plain_px / 1e3:.0f} kpx)")
+    print(f"loader, all augmentations on:              {aug_fps:8.1f} frames/s ({aug_px / 1e3:.0f} kpx)")
     print(f"  ratio to no augmentation:                 {aug_fps / plain_fps:8.2f}x")
     print(f"tiny-model training step consumes:          {step_fps:8.1f} frames/s ({steps_per_s:.2f} steps/s)")
     print(f"loader (all augmentations) / consumption:   {aug_fps / step_fps:8.1f}x")

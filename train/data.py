@@ -345,6 +345,7 @@ class WindowDataset(Dataset):
         images = sample.pop("image").astype(np.float32) / 255.0
         if self.augment.colour.enabled:
             images = colour_jitter(images, self.augment.colour, rng)
+        sample["semantic"] = sample["semantic"].astype(np.int64)
         out = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sample.items()}
         out["images"] = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
         out["sequence"] = run.sequence
@@ -377,24 +378,34 @@ def normalise_window(window: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     world_from_first = np.linalg.inv(first)
     cam_from_world = np.stack([c @ world_from_first for c in window["cam_from_world"]])
     valid = window["valid_mask"]
-    world = window["world_points"].astype(np.float64)
-    points = world @ first[:3, :3].T + first[:3, 3]
-    points[~valid] = 0.0
-    norms = np.linalg.norm(points[valid], axis=-1)
-    scale = float(norms.mean()) if norms.size else 1.0
+    # R0 X + t0 = R0 (X - C0): subtracting the camera centre first keeps float32 exact enough
+    # (world coordinates are stored as float32 anyway)
+    centre = world_from_first[:3, 3].astype(np.float32)
+    points = _rotate(window["world_points"] - centre, first[:3, :3].astype(np.float32))
+    points *= valid[..., None]
+    count = int(valid.sum())
+    scale = float(np.sqrt((points * points).sum(axis=-1)).sum(dtype=np.float64) / count) if count else 1.0
     scale = scale if scale > 1e-8 else 1.0
     cam_from_world[:, :3, 3] /= scale
     return {
         "image": window["image"],
-        "depth": np.where(valid, window["depth"] / scale, 0.0).astype(np.float32),
+        "depth": np.where(valid, window["depth"] / np.float32(scale), np.float32(0.0)).astype(np.float32),
         "valid_mask": valid,
-        "world_points": (points / scale).astype(np.float32),
+        "world_points": points / np.float32(scale),
         "cam_from_world": cam_from_world[:, :3, :].astype(np.float32),
         "intrinsics": window["intrinsics"].astype(np.float32),
-        "semantic": window["semantic"].astype(np.int64),
+        "semantic": window["semantic"],
         "building_mask": window["building_mask"],
         "scale": np.array(scale, dtype=np.float64),
     }
+
+
+def _rotate(points: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """R @ p for points [...,3], elementwise: far faster than a matmul with a 3x3 operand."""
+    out = np.empty_like(points)
+    for i in range(3):
+        out[..., i] = R[i, 0] * points[..., 0] + R[i, 1] * points[..., 1] + R[i, 2] * points[..., 2]
+    return out
 
 
 class RankSampler(Sampler[list]):
