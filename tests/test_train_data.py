@@ -76,7 +76,9 @@ def test_samples_are_deterministic_and_normalised(shards):  # noqa: F811
 
 def test_stratum_weights_are_respected(shards):  # noqa: F811
     ds = _dataset(shards, "data.strata_weights={building_rich: 0.6, mixed: 0.2, road: 0.2}", total=600)
-    counts = collections.Counter(ds._pick(np.random.default_rng([0, g]), g)[0].stratum for g in range(600))
+    counts = collections.Counter(
+        ds._pick(np.random.default_rng([0, g]), g / ds.total)[0].stratum for g in range(600)
+    )
     assert counts["building_rich"] / 600 == pytest.approx(0.6, abs=0.06)
     assert set(counts) == {"building_rich", "mixed", "road"}
 
@@ -159,7 +161,7 @@ def test_windows_never_span_a_gap_and_reach_seed_like_strides(shards):  # noqa: 
     ds = _dataset(shards, "data.max_stride=50", "data.min_baseline_m=0", "data.max_gap=3")
     assert [(r.frames[0], r.frames[-1]) for r in ds.windows.runs] == [(1, 16), (20, 29)]
     assert ds.report.gaps == 1
-    windows = [ds._pick(np.random.default_rng([0, g]), g)[1] for g in range(300)]
+    windows = [ds._pick(np.random.default_rng([0, g]), g / ds.total)[1] for g in range(300)]
     assert all(w[-1] <= 16 or w[0] >= 20 for w in windows)  # never across the gap
     assert max(np.diff(w).max() for w in windows) == 5  # the widest stride the 16-frame run allows
     bridged = _dataset(shards, "data.max_gap=10", "data.min_baseline_m=0")
@@ -171,7 +173,7 @@ def test_stationary_windows_are_redrawn_and_counted(shards):  # noqa: F811
     ds = _dataset(shards, "data.min_baseline_m=5", "data.max_stride=2")
     redrawn = 0
     for g in range(60):
-        anchor, frames, count = ds._pick(np.random.default_rng([0, g]), g)
+        anchor, frames, count = ds._pick(np.random.default_rng([0, g]), g / ds.total)
         run = ds.windows.runs[anchor.run]
         assert path_length(run.centres[np.searchsorted(run.frames, frames)]) >= 5
         redrawn += count
@@ -199,7 +201,9 @@ def test_empty_strata_renormalise_with_one_warning(building_rich_only, tmp_path,
     assert len(warnings) == 1 and "mixed, road" in warnings[0]
     assert ds.report.empty_strata == ["mixed", "road"]
     assert ds.report.strata_weights == {"building_rich": 1.0}
-    assert {ds._pick(np.random.default_rng([0, g]), g)[0].stratum for g in range(50)} == {"building_rich"}
+    assert {ds._pick(np.random.default_rng([0, g]), g / ds.total)[0].stratum for g in range(50)} == {
+        "building_rich"
+    }
     with pytest.raises(ConfigError, match="every weighted stratum"):
         _dataset(building_rich_only, "data.strata_weights={mixed: 0.5, road: 0.5}", "data.strata_schedule=[]")
 

@@ -225,10 +225,12 @@ def strata_weights_at(cfg: DataConfig, progress: float) -> dict[str, float]:
 
 
 class SampleKey(NamedTuple):
-    """What the sampler hands the dataset: the sample id and the shape of its step's batch."""
+    """What the sampler hands the dataset: the sample id, the shape of its step's batch and
+    how far training is (0..1; for the strata schedule)."""
 
     g: int
     shape: StepShape
+    progress: float
 
 
 class WindowDataset(Dataset):
@@ -297,16 +299,17 @@ class WindowDataset(Dataset):
         return self._eligible[key]
 
     def _pick(
-        self, rng: np.random.Generator, g: int, seq_len: int | None = None
+        self, rng: np.random.Generator, progress: float, seq_len: int | None = None
     ) -> tuple[Anchor, np.ndarray, int]:
-        """(anchor, frames of the window, windows redrawn for moving too little)."""
+        """(anchor, frames of the window, windows redrawn for moving too little); `progress`
+        (0..1 of training) picks the strata schedule's phase."""
         seq_len = seq_len or self.cfg.seq_len
         if self.cfg.overfit:
             anchor = self.windows.anchors[0]
             run = self.windows.runs[anchor.run]
             start = min(anchor.position, len(run.frames) - seq_len)
             return anchor, run.frames[start : start + seq_len], 0
-        weights = self._weights(g / max(1, self.total))
+        weights = self._weights(progress)
         strata = [s for s in weights if self._members(s, seq_len)]
         if not strata:
             raise ConfigError(
@@ -334,9 +337,12 @@ class WindowDataset(Dataset):
         )
 
     def __getitem__(self, key: int | SampleKey) -> dict[str, torch.Tensor | str]:
-        g, shape = (key.g, key.shape) if isinstance(key, SampleKey) else (int(key), self.default_shape())
+        if isinstance(key, SampleKey):
+            g, shape, progress = key
+        else:
+            g, shape, progress = int(key), self.default_shape(), int(key) / max(1, self.total)
         rng = np.random.default_rng([self.seed, int(g)])
-        anchor, picked, redrawn = self._pick(rng, int(g), shape.frames)
+        anchor, picked, redrawn = self._pick(rng, progress, shape.frames)
         run = self.windows.runs[anchor.run]
         window = self.store.read_window(run.dataset, run.sequence, picked)
         masked = mask_nonfinite(window, f"{self.root}: {run.dataset}/{run.sequence} frames {picked.tolist()}")
@@ -438,7 +444,7 @@ class RankSampler(Sampler[list]):
                 continue
             shape = self.shape_of(step)
             size = self.batch_of(shape) if self.batch_of else self.batch
-            yield [SampleKey(g, shape) for g in range(base, base + size)]
+            yield [SampleKey(g, shape, step / self.steps) for g in range(base, base + size)]
 
     def __len__(self) -> int:
         return self.steps - self.start
