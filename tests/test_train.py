@@ -156,14 +156,15 @@ def test_bad_configs_fail_fast(shards, tmp_path):
         load_config(DEMO, ["data.crop_width=100"])
     with pytest.raises(ConfigError, match="lora.rank: expected int"):
         load_config(DEMO, ["lora.rank=abc"])
-    # a shard root whose frames are all road-like: the building_rich stratum is empty
+    # a shard root whose frames are all road-like: only weighting empty strata is an error
     roads = tmp_path / "roads"
     (roads / "index").mkdir(parents=True)
     (roads / "shards").symlink_to(shards / "shards")
     index = read_index(shards)
     index[index["stratum"] == "road"].to_parquet(roads / "index" / "roads.parquet", index=False)
-    with pytest.raises(ConfigError, match="stratum 'building_rich' has weight 0.5 but no anchors"):
-        Trainer(_config(roads), tmp_path / "run", CPU)
+    only_buildings = ["data.strata_weights={building_rich: 1.0}", "data.strata_schedule=[]"]
+    with pytest.raises(ConfigError, match="every weighted stratum .building_rich. has no window anchors"):
+        Trainer(_config(roads, *only_buildings), tmp_path / "run", CPU)
     result = subprocess.run(
         [sys.executable, "-m", "train", "run", "--config", str(DEMO), "--shards", str(tmp_path / "missing")],
         cwd=REPO, capture_output=True, text=True, timeout=120,
