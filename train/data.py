@@ -224,6 +224,11 @@ def strata_weights_at(cfg: DataConfig, progress: float) -> dict[str, float]:
     return cfg.strata_weights
 
 
+def _key(weights: dict[str, float]) -> tuple:
+    """A hashable key of a weights mapping (its id would not survive pickling to workers)."""
+    return tuple(sorted(weights.items()))
+
+
 class SampleKey(NamedTuple):
     """What the sampler hands the dataset: the sample id, the shape of its step's batch and
     how far training is (0..1; for the strata schedule)."""
@@ -253,15 +258,15 @@ class WindowDataset(Dataset):
         shortest = self.augment.frames.min_frames if self.augment.frames.enabled else cfg.seq_len
         self.windows = WindowIndex(ShardStore(store_root), cfg, shortest)
         self.report = self.windows.report
-        self._phases: dict[int, dict[str, float]] = {}
+        self._phases: dict[tuple, dict[str, float]] = {}  # configured weights -> as used
         self._eligible: dict[tuple[str, int], list[int]] = {}
         self.longest_run = max(len(run.frames) for run in self.windows.runs)
         if not cfg.overfit:
             phases = [cfg.strata_weights, *(p.weights for p in cfg.strata_schedule)]
             available = {s for s, members in self.windows.by_stratum.items() if members}
             empty = sorted({s for w in phases for s, v in w.items() if v > 0 and s not in available})
-            self._phases = {id(w): self.windows.strata_weights(w) for w in phases}
-            self.report.strata_weights = self._phases[id(cfg.strata_weights)]
+            self._phases = {_key(w): self.windows.strata_weights(w) for w in phases}
+            self.report.strata_weights = self._phases[_key(cfg.strata_weights)]
             self.report.empty_strata = empty
             if self.report.strata_warning:
                 log.warning(self.report.strata_warning)
@@ -285,7 +290,7 @@ class WindowDataset(Dataset):
         return StepShape(self.cfg.seq_len, height, width)
 
     def _weights(self, progress: float) -> dict[str, float]:
-        return self._phases[id(strata_weights_at(self.cfg, progress))]
+        return self._phases[_key(strata_weights_at(self.cfg, progress))]
 
     def _members(self, stratum: str, seq_len: int) -> list[int]:
         """Anchors of a stratum whose run can hold a window of `seq_len` frames (cached)."""
