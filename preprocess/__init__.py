@@ -11,8 +11,10 @@
 - driver.py: units, resume, progress, workers, commits and the manifest, for every source
 - record.py: the frame record every source yields, and what of it is stored
 - imaging.py, kernels.py: resampling and the Numba kernels the sources share
-- readahead.py, worker_warmup.py: input decoding off the main thread, warm worker start-up
+- readahead.py, worker_warmup.py, forkserver_preload.py: input decoding off the main thread,
+  warm worker start-up
+- lifetime.py: one build per output root (file lock), workers that die with the build
 - manifest.py: config hashes, input fingerprints, OUT/manifest.json
-- data_summary.py, summary_plots.py: `kitti360-prep stats`
+- data_summary.py, summary_plots.py: `kitti360-prep stats`; verify.py: `kitti360-prep verify`
 - synthetic/: the synthetic KITTI-360 scene with exact ground truth (`kitti360-prep synth`)
 """

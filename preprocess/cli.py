@@ -11,9 +11,11 @@ import pandas as pd
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import InputError
+from .lifetime import BuildLocked
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # wide enough for the stats table when output goes to a file or CI log
@@ -29,7 +31,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -60,6 +62,13 @@ def build(
     chunk_frames: Annotated[int, typer.Option(help="Frames per unit (resume granularity)")] = 128,
     workers: Annotated[int, typer.Option(help="Parallel worker processes")] = 1,
     force: Annotated[bool, typer.Option("--force", help="Rebuild finished units")] = False,
+    skip_bad_sequences: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad-sequences",
+            help="Skip a sequence that cannot be read (reason in the manifest) instead of stopping",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Project KITTI-360 LiDAR (+-N sweeps) into depth, masks and points; write shards."""
@@ -75,12 +84,16 @@ def build(
             building_labels=labels,
             chunk_frames=chunk_frames,
         )
-        summary = run_build(Kitti360Source(root, config, seqs, split), out, workers=workers, force=force)
-    except (InputError, ValueError) as exc:
+        source = Kitti360Source(root, config, seqs, split, skip_bad_sequences)
+        summary = run_build(source, out, workers=workers, force=force)
+    except (InputError, ValueError, BuildLocked) as exc:
         _fail(exc)
+    entries = summary["sequences"].values()
+    bad = sum("error" in entry for entry in entries)
+    dropped = sum(n for e in entries for counts in e.get("dropped", {}).values() for n in counts.values())
     console.print(
-        f"wrote {summary['frames_written']} frames ({len(summary['skipped'])} skipped, "
-        f"reasons in {summary['manifest']}) to {out}"
+        f"wrote {summary['frames_written']} frames ({len(summary['skipped'])} frames and {bad} "
+        f"sequences skipped, {dropped} non-finite points dropped, reasons in {summary['manifest']}) to {out}"
     )
 
 
@@ -117,7 +130,7 @@ def colmap(
             width=_stored_width(width), depth_scale=depth_scale, split=split, chunk_frames=chunk_frames
         )
         summary = run_build(ColmapSource(scene, config), out, force=force)
-    except (InputError, ValueError) as exc:
+    except (InputError, ValueError, BuildLocked) as exc:
         _fail(exc)
     key = f"{ColmapSource.dataset}/{name}"
     unregistered = summary["sequences"][key]["unregistered"]
@@ -134,13 +147,14 @@ def stats(
     min_valid_points: Annotated[int, typer.Option(help="Threshold for 'too sparse' frames")] = 2000,
 ) -> None:
     """Coverage, valid points, building ratio and strata per split/sequence."""
-    from shards import ShardStore
+    from shards import ShardError, ShardStore
 
     from .data_summary import building_ratio_histogram, sparse_sequences, summarize
 
     try:
         store = ShardStore(out)
-    except FileNotFoundError as exc:
+        store.check()
+    except (FileNotFoundError, ShardError) as exc:
         _fail(exc)
     index = store.index
     if index.empty:
@@ -176,9 +190,31 @@ def stats(
             console.print(f"plot: {path}")
 
 
+@app.command()
+def verify(out: Annotated[Path, typer.Argument(help="Output root of a build")]) -> None:
+    """Read every chunk (checksums verified) and check every index row against its unit and the
+    manifest; exits 1 naming each problem."""
+    from .verify import verify_output
+
+    if not out.is_dir():
+        _fail(FileNotFoundError(f"output root {out} does not exist"))
+    problems, units, frames = verify_output(out)
+    for problem in problems:
+        console.print(f"[bold red]problem:[/] {escape(problem)}", soft_wrap=True)
+    if problems:
+        console.print(f"{len(problems)} problems in {out}")
+        raise typer.Exit(code=1)
+    console.print(f"{out}: {units} units, {frames} frames, every chunk read and matching the index")
+
+
 def _stored_width(width: str) -> int | None:
     """--width: a number, or 'native' (None) to keep the source's size."""
-    return None if width == "native" else int(width)
+    if width == "native":
+        return None
+    try:
+        return int(width)
+    except ValueError:
+        raise ValueError(f"--width must be 'native' or a positive multiple of 14, got {width!r}") from None
 
 
 def _count(value: object) -> str:

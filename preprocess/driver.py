@@ -7,7 +7,8 @@ once its index file carries that hash, so a re-run resumes where a killed one st
 rebuilds what changed.
 
 Units are built one after another in this process, or in worker processes forked from a
-server that has already imported and warmed the build code.
+server that has already imported and warmed the build code; both die with the build. One
+build at a time writes to an output root (an OS file lock held for the whole build).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from typing import TypedDict
 from tqdm import tqdm
 
 from shards import UnitWriter, discard_debris, remove_unit
-from shards.index import index_config_hash, index_skipped
-from shards.layout import INDEX_DIR, index_path, parse_unit_name, unit_name
+from shards.index import index_config_hash, index_dropped, index_skipped, read_index_file
+from shards.integrity import ShardError, check_unit
+from shards.layout import INDEX_DIR, index_path, parse_unit_name, shard_relpath, unit_name
 
+from .lifetime import build_lock, die_with_parent
 from .manifest import sequence_fingerprint, update_manifest
-from .record import Skip
+from .record import Dropped, Skip
 from .sources import SequencePlan, Source, UnitPlan
 
 log = logging.getLogger(__name__)
@@ -50,30 +53,33 @@ def build(
 
     `workers` > 1 builds units in that many processes; `force` rebuilds finished units too.
     """
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
     out = Path(out)
     source.check()
     context = worker_context() if workers > 1 else None  # workers start up while units are planned
     sequences = source.plan()
-    out.mkdir(parents=True, exist_ok=True)
-    discard_debris(out)
-    todo = [unit for sequence in sequences for unit in _pending_units(out, source.dataset, sequence, force)]
-    total = sum(len(sequence.units) for sequence in sequences)
-    log.info("%d of %d units to build (%d already complete)", len(todo), total, total - len(todo))
-    frames = sum(len(unit.frames) for unit in todo)
-    bar = tqdm(total=frames, unit="frame", desc=source.progress_label, disable=not progress)
-    if context is None:
-        _build_here(source, out, todo, on_frame=lambda: bar.update(1))
-    else:
-        # largest units first: workers take them in submission order, so the short ones (a
-        # sequence's last, partial unit) fill in at the end instead of leaving a worker idle
-        by_size = sorted(todo, key=lambda unit: len(unit.frames), reverse=True)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = {pool.submit(_build_unit, source, out, unit): unit for unit in by_size}
-            for future in as_completed(futures):
-                future.result()
-                bar.update(len(futures[future].frames))
-    bar.close()
-    return _record(out, source, sequences)
+    with build_lock(out):
+        discard_debris(out)
+        todo = [u for sequence in sequences for u in _pending_units(out, source.dataset, sequence, force)]
+        total = sum(len(sequence.units) for sequence in sequences)
+        log.info("%d of %d units to build (%d already complete)", len(todo), total, total - len(todo))
+        frames = sum(len(unit.frames) for unit in todo)
+        bar = tqdm(total=frames, unit="frame", desc=source.progress_label, disable=not progress)
+        if context is None:
+            _build_here(source, out, todo, on_frame=lambda: bar.update(1))
+        else:
+            # largest units first: workers take them in submission order, so the short ones (a
+            # sequence's last, partial unit) fill in at the end instead of leaving a worker idle
+            by_size = sorted(todo, key=lambda unit: len(unit.frames), reverse=True)
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent)
+            with pool:
+                futures = {pool.submit(_build_unit, source, out, unit): unit for unit in by_size}
+                for future in as_completed(futures):
+                    future.result()
+                    bar.update(len(futures[future].frames))
+        bar.close()
+        return _record(out, source, sequences)
 
 
 def worker_context() -> BaseContext:
@@ -83,24 +89,33 @@ def worker_context() -> BaseContext:
     if "forkserver" not in get_all_start_methods():
         return get_context("spawn")
     context = get_context("forkserver")
-    context.set_forkserver_preload(["preprocess.worker_warmup"])
+    context.set_forkserver_preload(["preprocess.forkserver_preload"])
     forkserver.ensure_running()
     return context
 
 
+Counts = dict[str, dict[int, int]]  # what was dropped -> frame -> how many
+
+
 def _fill_unit(
     source: Source, out: Path, unit: UnitPlan, on_frame: Callable[[], None] | None = None
-) -> tuple[UnitWriter, dict[int, str]]:
+) -> tuple[UnitWriter, dict[int, str], Counts]:
     """Write every frame the source yields for `unit`; returns the writer, still to be
-    committed, and the frames skipped with reasons. On error the partial unit is discarded."""
+    committed, the frames skipped with reasons and the input elements dropped. On error the
+    partial unit is discarded."""
     writer = UnitWriter(
         out, source.dataset, unit.sequence, unit.name, unit.size.height, unit.size.width,
         capacity=len(unit.frames), frames_per_shard=source.frames_per_shard(unit.size),
     )  # fmt: skip
     skipped: dict[int, str] = {}
+    dropped: Counts = {}
     try:
         with closing(source.records(unit)) as records:
             for record in records:
+                if isinstance(record, Dropped):
+                    dropped.setdefault(record.what, {})[record.frame] = record.count
+                    log.warning("frame %d: dropped %d %s", record.frame, record.count, record.what)
+                    continue
                 if on_frame is not None:
                     on_frame()
                 if isinstance(record, Skip):
@@ -113,14 +128,13 @@ def _fill_unit(
     except BaseException:
         writer.abort()
         raise
-    return writer, skipped
+    return writer, skipped, dropped
 
 
-def _build_unit(source: Source, out: Path, unit: UnitPlan) -> dict[int, str]:
-    """Build one unit and commit it atomically (a worker's job); returns frames skipped with reasons."""
-    writer, skipped = _fill_unit(source, out, unit)
-    writer.commit(unit.config_hash, skipped)
-    return skipped
+def _build_unit(source: Source, out: Path, unit: UnitPlan) -> None:
+    """Build one unit and commit it atomically (a worker's job)."""
+    writer, skipped, dropped = _fill_unit(source, out, unit)
+    writer.commit(unit.config_hash, skipped, dropped)
 
 
 def _build_here(source: Source, out: Path, units: list[UnitPlan], on_frame: Callable[[], None]) -> None:
@@ -130,18 +144,18 @@ def _build_here(source: Source, out: Path, units: list[UnitPlan], on_frame: Call
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unit-commit") as committer:
         previous: Future | None = None
         for unit in units:
-            writer, skipped = _fill_unit(source, out, unit, on_frame)
+            writer, skipped, dropped = _fill_unit(source, out, unit, on_frame)
             if previous is not None:
                 previous.result()
-            previous = committer.submit(writer.commit, unit.config_hash, skipped)
+            previous = committer.submit(writer.commit, unit.config_hash, skipped, dropped)
         if previous is not None:
             previous.result()
 
 
 def _pending_units(out: Path, dataset: str, sequence: SequencePlan, force: bool) -> list[UnitPlan]:
     """Delete units of this sequence that the plan no longer has (all with `force`) and return
-    the planned units not yet finished with their config hash. A sequence that could not be
-    planned keeps whatever it has."""
+    the planned units not yet finished. A sequence that could not be planned keeps whatever it
+    has."""
     if sequence.error is not None:
         return []
     planned = {unit.name for unit in sequence.units}
@@ -149,10 +163,24 @@ def _pending_units(out: Path, dataset: str, sequence: SequencePlan, force: bool)
         _, name, unit = parse_unit_name(path.stem)
         if name == sequence.name and (force or unit not in planned):
             remove_unit(out, dataset, sequence.name, unit)
-    return [
-        unit for unit in sequence.units
-        if index_config_hash(index_path(out, dataset, sequence.name, unit.name)) != unit.config_hash
-    ]  # fmt: skip
+    return [unit for unit in sequence.units if not _finished(out, dataset, unit)]
+
+
+def _finished(out: Path, dataset: str, unit: UnitPlan) -> bool:
+    """A unit is finished when its index file carries the planned config hash and the data it
+    lists is there (every shard file present, shapes as indexed); a damaged one is rebuilt."""
+    path = index_path(out, dataset, unit.sequence, unit.name)
+    if index_config_hash(path) != unit.config_hash:
+        return False
+    rows = read_index_file(path)
+    if rows.empty:
+        return True
+    try:
+        check_unit(out / shard_relpath(dataset, unit.sequence, unit.name), rows)
+    except ShardError as exc:
+        log.warning("rebuilding %s/%s unit %s: %s", dataset, unit.sequence, unit.name, exc)
+        return False
+    return True
 
 
 def _manifest_entry(out: Path, dataset: str, sequence: SequencePlan) -> dict:
@@ -161,13 +189,18 @@ def _manifest_entry(out: Path, dataset: str, sequence: SequencePlan) -> dict:
     if sequence.error is not None:
         return {"frames_written": 0, "error": sequence.error}
     skipped = dict(sequence.skipped)
+    dropped: Counts = {}
     for unit in sequence.units:
-        skipped.update(index_skipped(index_path(out, dataset, sequence.name, unit.name)))
+        path = index_path(out, dataset, sequence.name, unit.name)
+        skipped.update(index_skipped(path))
+        for what, counts in index_dropped(path).items():
+            dropped.setdefault(what, {}).update(counts)
     return {
         "fingerprint": sequence_fingerprint(unit.config_hash for unit in sequence.units),
         "units": [unit.name for unit in sequence.units],
         "frames_written": sum(1 for unit in sequence.units for f in unit.frames if f not in skipped),
         "skipped": {str(f): reason for f, reason in sorted(skipped.items())},
+        "dropped": {what: {str(f): n for f, n in sorted(c.items())} for what, c in sorted(dropped.items())},
         **sequence.details,
     }
 

@@ -12,14 +12,26 @@ import numpy as np
 from shards import PATCH_SIZE, ImageSize
 
 
+def check_width(width: int | None) -> None:
+    """A stored width (--width) is None (native) or a positive multiple of the patch size."""
+    if width is not None and (width < PATCH_SIZE or width % PATCH_SIZE):
+        raise ValueError(
+            f"--width must be 'native' or a positive multiple of {PATCH_SIZE} (VGGT patch size), got {width}"
+        )
+
+
+def check_chunk_frames(chunk_frames: int) -> None:
+    if chunk_frames < 1:
+        raise ValueError(f"--chunk-frames must be >= 1 (frames per unit), got {chunk_frames}")
+
+
 def target_size(width: int | None, native: ImageSize) -> ImageSize:
     """Size of the stored images: `None` keeps the native size, otherwise the height keeps
     the aspect ratio rounded to a multiple of VGGT's patch size, so frames feed the model
     uncropped."""
     if width is None:
         return native
-    if width % PATCH_SIZE:
-        raise ValueError(f"width {width} must be a multiple of {PATCH_SIZE} (VGGT patch size)")
+    check_width(width)
     height = max(PATCH_SIZE, round(native.height * width / native.width / PATCH_SIZE) * PATCH_SIZE)
     return ImageSize(height, width)
 

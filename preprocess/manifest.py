@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from shards.atomic import write_text_atomic
-from shards.layout import manifest_path
+from shards.layout import SHARD_FORMAT, manifest_path
 
 DISTRIBUTION = "kitti360-vggt"
 
@@ -37,7 +37,8 @@ def files_fingerprint(paths: Iterable[Path]) -> str:
 def config_hash(config: dict, fingerprint: str) -> str:
     """A unit's completion marker: what it was built with, from which inputs, by which version."""
     payload = json.dumps(
-        {"config": config, "inputs": fingerprint, "version": package_version()}, sort_keys=True
+        {"config": config, "inputs": fingerprint, "version": package_version(), "shard_format": SHARD_FORMAT},
+        sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -61,6 +62,7 @@ def update_manifest(out: Path, section: str, config: dict, sequences: dict[str, 
     """Merge this build's sequences into the manifest (other datasets' entries are kept)."""
     manifest = read_manifest(out)
     manifest["version"] = package_version()
+    manifest["shard_format"] = SHARD_FORMAT
     manifest.setdefault("configs", {})[section] = config
     manifest.setdefault("sequences", {}).update(sequences)
     return write_text_atomic(manifest_path(out), json.dumps(manifest, indent=2, sort_keys=True))

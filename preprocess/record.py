@@ -74,3 +74,13 @@ class Skip:
     frame: int
     reason: str
     name: str | None = None  # what the dataset calls the frame (COLMAP: its image name), for the log
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """Input elements of one frame's files left out because they were unusable (e.g. a
+    sweep's non-finite points), and how many: counted in the manifest, the frame is kept."""
+
+    frame: int
+    what: str  # what was dropped, the manifest's key
+    count: int

@@ -8,10 +8,13 @@ Measured in one run, on the same data:
     the 2 workers' start-up counted, and also measured alone to show steady-state scaling);
   * a plain-NumPy per-frame reference that re-reads and re-projects all 2N+1 sweeps for
     every frame and writes the same outputs;
-  * the I/O floor: reading and decoding every input once.
+  * the I/O floor: reading and decoding every input once;
+  * with --checksum-cost, only the price of the crc32c after every chunk: a 1-worker build and a
+    read of every stored frame, each with and without the checksum, in the same run.
 Each pipeline but the slow reference runs --repeat times; the median run is reported, since a
 shared machine's timings of a few seconds vary by +-10%.
 Usage: python scripts/bench_build.py [--frames 60] [--chunk-frames 128] [--repeat 3] [--workdir DIR]
+       [--checksum-cost]
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import cv2
 import numpy as np
+from zarr.codecs import Crc32cCodec
 
 from preprocess.driver import build
 from preprocess.imaging import resize_image, resize_labels, resized_intrinsics, target_size
@@ -37,7 +43,8 @@ from preprocess.sources.kitti360 import Kitti360Config, Kitti360Source
 from preprocess.sources.kitti360.reader import Sequence, list_sequences, read_calibration
 from preprocess.sources.kitti360.source import lidar_record
 from preprocess.synthetic import generate_synthetic_kitti360
-from shards import UnitWriter
+from shards import ShardStore, UnitWriter
+from shards import writer as shard_writer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support ships outside the package
 from tests.support.reference_depth import reference_depth  # noqa: E402
@@ -105,6 +112,45 @@ def fresh_build(root: Path, out: Path, config: Kitti360Config, workers: int) -> 
     return build(Kitti360Source(root, config), out, workers=workers, progress=False)["frames_written"]
 
 
+@contextmanager
+def chunks_without_checksums() -> Iterator[None]:
+    """Shards written as before the crc32c codec (only to price it): same codecs, no checksum."""
+    original = shard_writer._compressors
+    shard_writer._compressors = lambda size: tuple(
+        c for c in original(size) if not isinstance(c, Crc32cCodec)
+    )
+    try:
+        yield
+    finally:
+        shard_writer._compressors = original
+
+
+def read_every_frame(out: Path) -> int:
+    store = ShardStore(out)
+    for dataset, sequence, frame in store.index[["dataset", "sequence", "frame"]].itertuples(index=False):
+        store.read(sequence, frame, dataset=dataset)
+    return len(store.index)
+
+
+def checksum_cost(root: Path, work: Path, config: Kitti360Config, repeat: int) -> None:
+    """Build and read with and without the per-chunk crc32c, alternating, in this process."""
+    rows = {}
+    for label, checksums in (("with crc32c", True), ("without crc32c", False)):
+        out = work / f"crc_{checksums}"
+        with chunks_without_checksums() if not checksums else nullcontext():
+            rows[f"build, 1 worker, {label}"] = measured(fresh_build, root, out, config, 1, repeat=repeat)
+        rows[f"read every frame, {label}"] = measured(read_every_frame, out, repeat=repeat)
+    print(f"{'pipeline':36s} {'frames':>7s} {'seconds':>8s} {'frames/s':>9s} {'CPU s':>7s}")
+    for label, (seconds, cpu, n) in rows.items():
+        print(f"{label:36s} {n:7d} {seconds:8.2f} {n / seconds:9.1f} {cpu:7.2f}")
+    for what in ("build, 1 worker", "read every frame"):
+        (wall_on, cpu_on, _), (wall_off, cpu_off, _) = (
+            rows[f"{what}, with crc32c"],
+            rows[f"{what}, without crc32c"],
+        )
+        print(f"{what}: time with/without crc32c {wall_on / wall_off:.3f}x, CPU {cpu_on / cpu_off:.3f}x")
+
+
 CONFINED_BUILD = """
 import json, sys, time
 from pathlib import Path
@@ -158,6 +204,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--chunk-frames", type=int, default=128, help="frames per unit (one work item)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per pipeline (median reported)")
+    parser.add_argument("--checksum-cost", action="store_true", help="only price the per-chunk crc32c")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_build_"))
@@ -166,6 +213,9 @@ def main() -> None:
         generate_synthetic_kitti360(work / "synthetic", frames=args.frames, seed=0, sequences=2)
     config = Kitti360Config(chunk_frames=args.chunk_frames)  # --accumulate 4, width 518
     fresh_build(root, work / "warmup", config, workers=1)  # JIT cache + page cache warm
+    if args.checksum_cost:
+        checksum_cost(root, work, config, args.repeat)
+        return
 
     rows = [
         ("build, 1 worker", *measured(fresh_build, root, work / "w1", config, 1, repeat=args.repeat)),

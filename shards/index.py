@@ -44,6 +44,7 @@ INDEX_SCHEMA = pa.schema(
 INDEX_COLUMNS: tuple[str, ...] = tuple(INDEX_SCHEMA.names)
 CONFIG_HASH_KEY = b"config_hash"
 SKIPPED_KEY = b"skipped"
+DROPPED_KEY = b"dropped"
 
 
 def stratum_of(building_ratio: float | None) -> str:
@@ -61,17 +62,24 @@ def write_index_file(
     rows: Iterable[Mapping[str, object]],
     config_hash: str,
     skipped: Mapping[int, str] | None = None,
+    dropped: Mapping[str, Mapping[int, int]] | None = None,
 ) -> None:
-    """Write one unit's rows atomically (temp file + rename) with the unit's config hash and
-    the frames it skipped (frame -> reason). An empty unit still gets a file: it is done."""
+    """Write one unit's rows atomically (temp file + rename) with the unit's config hash, the
+    frames it skipped (frame -> reason) and the input elements it dropped (what -> frame ->
+    count). An empty unit still gets a file: it is done."""
     rows = list(rows)
     missing = [c for c in INDEX_COLUMNS if rows and c not in rows[0]]
     if missing:
         raise ValueError(f"index rows for {path.name} lack columns {missing}")
     table = pa.Table.from_pylist([{c: r[c] for c in INDEX_COLUMNS} for r in rows], schema=INDEX_SCHEMA)
     skipped_json = json.dumps({str(k): v for k, v in (skipped or {}).items()})
+    dropped_json = json.dumps({w: {str(f): n for f, n in c.items()} for w, c in (dropped or {}).items()})
     table = table.replace_schema_metadata(
-        {CONFIG_HASH_KEY: config_hash.encode(), SKIPPED_KEY: skipped_json.encode()}
+        {
+            CONFIG_HASH_KEY: config_hash.encode(),
+            SKIPPED_KEY: skipped_json.encode(),
+            DROPPED_KEY: dropped_json.encode(),
+        }
     )
     write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
@@ -90,6 +98,18 @@ def index_skipped(path: Path) -> dict[int, str]:
     """Frames a finished unit skipped, with reasons."""
     meta = pq.read_schema(path).metadata or {}
     return {int(k): v for k, v in json.loads(meta.get(SKIPPED_KEY, b"{}")).items()}
+
+
+def index_dropped(path: Path) -> dict[str, dict[int, int]]:
+    """Input elements a finished unit dropped: what -> frame -> count."""
+    meta = pq.read_schema(path).metadata or {}
+    counts = json.loads(meta.get(DROPPED_KEY, b"{}"))
+    return {what: {int(f): int(n) for f, n in by_frame.items()} for what, by_frame in counts.items()}
+
+
+def read_index_file(path: Path) -> pd.DataFrame:
+    """One unit's rows."""
+    return pq.read_table(path, schema=INDEX_SCHEMA).to_pandas()
 
 
 def read_index(out: Path) -> pd.DataFrame:

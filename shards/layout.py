@@ -19,6 +19,9 @@ TMP_MARK = ".tmp-"  # in the name of anything still being written (see shards.at
 # Stored image sides are multiples of VGGT's patch size, so frames feed the model uncropped.
 PATCH_SIZE = 14
 UNIT_SEPARATOR = "__"
+# Version of the stored layout, in the manifest and every unit's config hash (so units of an
+# older format are rebuilt). 2: a crc32c checksum after every chunk's compression.
+SHARD_FORMAT = 2
 
 
 class ImageSize(NamedTuple):

@@ -11,6 +11,7 @@ import pandas as pd
 import zarr
 
 from .index import read_index
+from .integrity import check_unit, open_arrays, read_rows, read_whole, unit_dir
 from .layout import ARRAY_NAMES
 
 FrameKey = tuple[str, str, int]  # (dataset, sequence, frame): a sequence name alone is not unique
@@ -18,13 +19,14 @@ FrameKey = tuple[str, str, int]  # (dataset, sequence, frame): a sequence name a
 
 class ShardStore:
     """`ShardStore(OUT).index` is the frame table; `read(sequence, frame)` one frame's arrays,
-    `read_window(dataset, sequence, frames)` several frames stacked."""
+    `read_window(dataset, sequence, frames)` several frames stacked. A missing or damaged
+    shard, or a shard path leaving the root, raises `shards.ShardError` naming the file."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"shard root {self.root} does not exist")
-        self._groups: dict[str, zarr.Group] = {}
+        self._units: dict[str, tuple[Path, dict[str, zarr.Array]]] = {}
 
     @cached_property
     def index(self) -> pd.DataFrame:
@@ -46,12 +48,19 @@ class ShardStore:
             table.setdefault(sequence, []).append(dataset)
         return table
 
-    def _group(self, relpath: str) -> zarr.Group:
-        group = self._groups.get(relpath)
-        if group is None:
-            group = zarr.open_group(self.root / relpath, mode="r", zarr_format=3)
-            self._groups[relpath] = group
-        return group
+    def _unit(self, relpath: str) -> tuple[Path, dict[str, zarr.Array]]:
+        """(folder, arrays) of the unit an index row names."""
+        unit = self._units.get(relpath)
+        if unit is None:
+            folder = unit_dir(self.root, relpath)
+            unit = self._units[relpath] = (folder, open_arrays(folder))
+        return unit
+
+    def check(self) -> None:
+        """Every unit the index lists is there: arrays with the shapes its rows expect and all
+        shard files present (cheap: nothing is decoded). Raises ShardError naming the file."""
+        for relpath, rows in self.index.groupby("shard", sort=True):
+            check_unit(unit_dir(self.root, str(relpath)), rows)
 
     def _dataset_of(self, sequence: str, dataset: str | None) -> str:
         if dataset is not None:
@@ -71,8 +80,8 @@ class ShardStore:
         """Arrays of one frame, plus `valid_mask` (depth > 0). `dataset` may be left out when
         no other dataset has a sequence of that name."""
         relpath, row = self._locate(self._dataset_of(sequence, dataset), sequence, int(frame))
-        group = self._group(relpath)
-        sample = {name: np.asarray(group[name][row]) for name in ARRAY_NAMES}
+        folder, arrays = self._unit(relpath)
+        sample = {name: read_rows(folder, arrays[name], row) for name in ARRAY_NAMES}
         sample["valid_mask"] = sample["depth"] > 0
         return sample
 
@@ -83,7 +92,8 @@ class ShardStore:
         frames = rows["frame"].to_numpy(dtype=np.int64)
         poses = np.empty((len(rows), 4, 4))
         for shard, group in rows.groupby("shard", sort=False):
-            stored = np.asarray(self._group(str(shard))["cam_from_world"][:])
+            folder, arrays = self._unit(str(shard))
+            stored = read_whole(folder, arrays["cam_from_world"])
             poses[np.flatnonzero(rows["shard"].to_numpy() == shard)] = stored[group["row"].to_numpy()]
         order = np.argsort(frames, kind="stable")
         return frames[order], poses[order]

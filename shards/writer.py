@@ -4,8 +4,10 @@ shard file) plus its Parquet index rows.
 Each full shard is compressed and written on a background thread while the caller
 prepares the next frames; at most one shard write is in flight.
 
-Data goes to a temporary group first; only a complete group is renamed into place, and
-the index file (the completion marker) is written after that. A killed run therefore
+Every chunk ends in a crc32c checksum (zarr's crc32c codec), so damage raises on read.
+Data goes to a temporary group first; only a complete group, whose shard files are all
+present and whose last frame reads back equal to what was written, is renamed into place,
+and the index file (the completion marker) is written after that. A killed run therefore
 leaves either a finished unit or debris that `discard_debris` removes, never a partial
 unit that looks finished.
 """
@@ -19,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 from zarr.core.array_spec import ArraySpec as ChunkSpec
 from zarr.core.buffer import Buffer
 
 from .atomic import discard_staging, publish_dir, staging_path
 from .index import write_index_file
+from .integrity import ShardError, read_rows, shard_files
 from .layout import ARRAY_SPECS, index_path, shard_relpath
 
 DEFAULT_FRAMES_PER_SHARD = 16
@@ -47,10 +50,11 @@ class _InlineBloscCodec(BloscCodec):
         return self._encode_sync(chunk_bytes, chunk_spec)
 
 
-def _compressors(frame_bytes: int) -> tuple[BloscCodec, ...]:
+def _compressors(frame_bytes: int) -> tuple[BloscCodec | Crc32cCodec, ...]:
+    """Chunk codecs after serialisation: lz4 (not for tiny arrays), then the checksum."""
     if frame_bytes < MIN_COMPRESSED_BYTES:
-        return ()
-    return (_InlineBloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
+        return (Crc32cCodec(),)
+    return (_InlineBloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec())
 
 
 class UnitWriter:
@@ -104,6 +108,7 @@ class UnitWriter:
         self._filling, self._fill = 0, 0
         self._rows: list[dict[str, object]] = []
         self._written = 0
+        self._last_frame: dict[str, np.ndarray] = {}  # of the last shard handed to the writer
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         self._in_flight: Future | None = None
 
@@ -141,6 +146,7 @@ class UnitWriter:
             return
         start, stop = self._written, self._written + self._fill
         blocks = {name: block[: self._fill] for name, block in self._blocks[self._filling].items()}
+        self._last_frame = {name: block[-1] for name, block in blocks.items()}
         self.wait()  # the other block set is written out, so it can be filled next
         self._in_flight = self._pool.submit(self._write, blocks, start, stop)
         self._written, self._fill, self._filling = stop, 0, 1 - self._filling
@@ -159,14 +165,20 @@ class UnitWriter:
     def frames(self) -> int:
         return len(self._rows)
 
-    def commit(self, config_hash: str, skipped: Mapping[int, str] | None = None) -> list[dict[str, object]]:
+    def commit(
+        self,
+        config_hash: str,
+        skipped: Mapping[int, str] | None = None,
+        dropped: Mapping[str, Mapping[int, int]] | None = None,
+    ) -> list[dict[str, object]]:
         """Finish the unit: trim arrays, move the group into place, then write the index
-        (with the frames skipped and why). A unit whose frames were all skipped keeps no data
-        but still gets its index file, so a re-run knows it is done."""
+        (with the frames skipped and why, and the input elements dropped). A unit whose frames
+        were all skipped keeps no data but still gets its index file, so a re-run knows it is
+        done."""
         index_file = index_path(self.out, self.dataset, self.sequence, self.unit)
         if not self._rows:
             self.abort()
-            write_index_file(index_file, [], config_hash, skipped)
+            write_index_file(index_file, [], config_hash, skipped, dropped)
             return []
         try:
             self._flush()
@@ -175,12 +187,25 @@ class UnitWriter:
             for array in self._arrays.values():
                 if array.shape[0] != self._written:
                     array.resize((self._written, *array.shape[1:]))
+            self._check_written()
         except BaseException:  # nothing was moved into place yet: discard the temporary group
             self.abort()
             raise
         publish_dir(self.tmp_dir, self.final_dir)
-        write_index_file(index_file, self._rows, config_hash, skipped)
+        write_index_file(index_file, self._rows, config_hash, skipped, dropped)
         return self._rows
+
+    def _check_written(self) -> None:
+        """The unit counts as written only if every shard file is there with data and its last
+        frame reads back (checksums verified) equal to what was handed to the writer."""
+        last = self._written - 1
+        for name, array in self._arrays.items():
+            for path in shard_files(self.tmp_dir, array):
+                if not path.is_file() or path.stat().st_size == 0:
+                    raise ShardError(path, f"shard of {self.relpath} not written")
+            stored = read_rows(self.tmp_dir, array, last)
+            if stored.tobytes() != np.ascontiguousarray(self._last_frame[name]).tobytes():
+                raise ShardError(self.tmp_dir / name, f"row {last} reads back unlike what was written")
 
     def abort(self) -> None:
         try:

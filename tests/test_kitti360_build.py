@@ -181,7 +181,10 @@ def test_empty_sequence(synthetic, tmp_path):
     empty.mkdir(parents=True)
     with pytest.raises(InputError, match="0009_sync has no images"):
         build(Kitti360Source(root, seqs="0009"), tmp_path / "a", progress=False)
-    summary = build(Kitti360Source(root, FAST, seqs="all"), tmp_path / "b", progress=False)
+    with pytest.raises(InputError, match="0009_sync has no images"):  # 'all' too: never silently dropped
+        build(Kitti360Source(root, FAST, seqs="all"), tmp_path / "b", progress=False)
+    skipping = Kitti360Source(root, FAST, seqs="all", skip_bad_sequences=True)
+    summary = build(skipping, tmp_path / "b", progress=False)
     assert "no images" in summary["sequences"]["kitti360/2013_05_28_drive_0009_sync"]["error"]
 
 

@@ -17,7 +17,7 @@ from typing import Generic, Protocol, TypeVar
 
 from shards import ImageSize
 
-from ..record import FrameRecord, Skip
+from ..record import Dropped, FrameRecord, Skip
 
 FrameInputs = TypeVar("FrameInputs")
 
@@ -62,9 +62,10 @@ class Source(Protocol):
     def frames_per_shard(self, size: ImageSize) -> int:
         """Frames per shard file for frames of `size`."""
 
-    def records(self, unit: UnitPlan) -> Iterator[FrameRecord | Skip]:
-        """One record or skip per planned frame of `unit`, in order. Input problems of a frame
-        are skips; anything else raises."""
+    def records(self, unit: UnitPlan) -> Iterator[FrameRecord | Skip | Dropped]:
+        """One record or skip per planned frame of `unit`, in order, and counts of unusable
+        input elements left out (Dropped). Input problems of a frame are skips; anything else
+        raises."""
 
     def manifest_config(self) -> tuple[str, dict]:
         """(section, config): what the manifest records under configs[section]."""

@@ -70,7 +70,7 @@ def reference_depth(
     n = settings.accumulate
     for frame in [centre] + [f for f in range(centre - n, centre + n + 1) if f != centre and f in poses]:
         try:
-            velo = seq.read_sweep(frame).astype(np.float64)
+            velo = seq.read_sweep(frame).points.astype(np.float64)
         except Exception:  # noqa: BLE001 - same policy as the pipeline: unusable neighbours are dropped
             continue
         to_world = poses[frame] @ seq.calib.rect_from_velo

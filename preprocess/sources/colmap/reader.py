@@ -10,7 +10,7 @@ rejected, never projected with the wrong model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
@@ -119,6 +119,17 @@ def _cam_from_world(image: pycolmap.Image) -> np.ndarray:
     return out
 
 
+def check_image_name(model_dir: Path, name: str) -> str:
+    """An image name from the model is joined to the image, mask and depth folders: it must be
+    a relative path that stays inside them (no absolute path, no '..')."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not name or PurePosixPath(name).is_absolute() or Path(name).is_absolute() or ".." in parts:
+        raise InputError(
+            model_dir, f"image name {name!r} must be a relative path inside the image folder (no '..')"
+        )
+    return name
+
+
 def read_model(model_dir: Path) -> ColmapModel:
     """Cameras, registered images (sorted by name) and 3D points with per-image tracks."""
     model_dir = Path(model_dir)
@@ -138,6 +149,7 @@ def read_model(model_dir: Path) -> ColmapModel:
     cameras: dict[int, CameraGeometry] = {}
     views, unregistered = [], []
     for image_id, image in sorted(rec.images.items(), key=lambda item: item[1].name):
+        check_image_name(model_dir, image.name)
         if not image.has_pose:
             unregistered.append(image.name)
             continue

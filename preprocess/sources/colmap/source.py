@@ -20,7 +20,14 @@ from shards.layout import UNIT_SEPARATOR
 from shards.writer import DEFAULT_FRAMES_PER_SHARD
 
 from ...errors import InputError
-from ...imaging import resize_image, resize_labels, resized_intrinsics, target_size
+from ...imaging import (
+    check_chunk_frames,
+    check_width,
+    resize_image,
+    resize_labels,
+    resized_intrinsics,
+    target_size,
+)
 from ...manifest import config_hash, files_fingerprint
 from ...record import FrameRecord, Skip
 from .. import SequencePlan, UnitPlan
@@ -75,6 +82,12 @@ class ColmapConfig:
     depth_scale: float = 1000.0  # 16-bit depth PNG units per metre
     split: str = "train"
     chunk_frames: int = 128
+
+    def __post_init__(self) -> None:
+        check_width(self.width)
+        check_chunk_frames(self.chunk_frames)
+        if not self.depth_scale > 0:
+            raise ValueError(f"--depth-scale must be > 0 (depth PNG units per metre), got {self.depth_scale}")
 
     def to_dict(self) -> dict:
         return asdict(self)

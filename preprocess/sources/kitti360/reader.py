@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -37,6 +38,28 @@ def _parse_floats(path: Path, text: str, count: int, what: str) -> np.ndarray:
     return values
 
 
+# |R^T R - I| and |det R - 1| above this: not a rotation (files print about 10 digits)
+RIGID_TOLERANCE = 1e-3
+SPLIT_NAMES = ("train", "val")
+SWEEP_RECORD_BYTES = 16  # x, y, z, reflectance as float32
+
+
+def _check_rigid(path: Path, where: str, transform: np.ndarray) -> None:
+    """A pose or extrinsic must be a rotation plus translation: a scaled, sheared or singular
+    rotation would silently bend every projected point."""
+    R = transform[:3, :3]
+    deviation = float(np.abs(R.T @ R - np.eye(3)).max())
+    det = float(np.linalg.det(R))
+    if deviation > RIGID_TOLERANCE or abs(det - 1.0) > RIGID_TOLERANCE:
+        raise InputError(
+            path,
+            f"{where}: rotation is not rigid (max |R^T R - I| = {deviation:.3g}, det R = {det:.6g}); "
+            "expected an orthonormal rotation with det 1",
+        )
+    if transform.shape == (4, 4) and not np.array_equal(transform[3], [0.0, 0.0, 0.0, 1.0]):
+        raise InputError(path, f"{where}: last row must be 0 0 0 1, got {transform[3].tolist()}")
+
+
 def _homogeneous(m34: np.ndarray) -> np.ndarray:
     out = np.eye(4)
     out[:3, :4] = m34.reshape(3, 4)
@@ -59,6 +82,13 @@ def _require(path: Path, entries: dict[str, str], key: str, count: int) -> np.nd
     if key not in entries:
         raise InputError(path, f"missing calibration key {key!r}")
     return _parse_floats(path, entries[key], count, key)
+
+
+class SweepPoints(NamedTuple):
+    """A sweep's usable points and how many non-finite ones were dropped from its file."""
+
+    points: np.ndarray  # (N, 3) float32
+    dropped: int
 
 
 @dataclass(frozen=True)
@@ -85,18 +115,25 @@ def read_calibration(root: Path) -> Calibration:
     persp = calib_dir / "perspective.txt"
     entries = _read_keyed(persp)
     p_rect = _require(persp, entries, "P_rect_00", 12).reshape(3, 4)
-    r_rect = _require(persp, entries, "R_rect_00", 9).reshape(3, 3)
-    size = _require(persp, entries, "S_rect_00", 2)
+    if not (p_rect[0, 0] > 0 and p_rect[1, 1] > 0):
+        focal = f"{p_rect[0, 0]}, {p_rect[1, 1]}"
+        raise InputError(persp, f"P_rect_00: focal lengths must be positive, got {focal}")
     rect_from_cam = np.eye(4)
-    rect_from_cam[:3, :3] = r_rect
+    rect_from_cam[:3, :3] = _require(persp, entries, "R_rect_00", 9).reshape(3, 3)
+    _check_rigid(persp, "R_rect_00", rect_from_cam)
+    size = _require(persp, entries, "S_rect_00", 2)
+    if not (np.all(size >= 1) and np.array_equal(size, np.round(size))):
+        raise InputError(persp, f"S_rect_00: width and height must be positive integers, got {size.tolist()}")
 
     to_pose_path = calib_dir / "calib_cam_to_pose.txt"
     pose_from_cam = _homogeneous(_require(to_pose_path, _read_keyed(to_pose_path), "image_00", 12))
+    _check_rigid(to_pose_path, "image_00", pose_from_cam)
 
     to_velo_path = calib_dir / "calib_cam_to_velo.txt"
     if not to_velo_path.is_file():
         raise InputError(to_velo_path, "calibration file not found")
     velo_from_cam = _homogeneous(_parse_floats(to_velo_path, to_velo_path.read_text(), 12, "cam_to_velo"))
+    _check_rigid(to_velo_path, "cam_to_velo", velo_from_cam)
     return Calibration(
         K=p_rect[:, :3].copy(),
         size=ImageSize(height=int(size[1]), width=int(size[0])),
@@ -107,10 +144,12 @@ def read_calibration(root: Path) -> Calibration:
 
 
 def _read_frame_table(path: Path, values: int) -> dict[int, np.ndarray]:
-    """Lines 'frame v1 .. vN' -> {frame: 4x4}; for poses.txt (3x4) and cam0_to_world.txt (4x4)."""
+    """Lines 'frame v1 .. vN' -> {frame: 4x4}; for poses.txt (3x4) and cam0_to_world.txt (4x4).
+    Every pose must be rigid and every frame listed once."""
     if not path.is_file():
         raise InputError(path, "pose file not found")
     table: dict[int, np.ndarray] = {}
+    first_line: dict[int, int] = {}
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -119,8 +158,12 @@ def _read_frame_table(path: Path, values: int) -> dict[int, np.ndarray]:
             frame = int(head)
         except ValueError:
             raise InputError(path, f"line {lineno}: frame number {head!r} is not an integer") from None
+        if frame in first_line:
+            raise InputError(path, f"line {lineno}: frame {frame} repeats line {first_line[frame]}")
         m = _parse_floats(path, rest, values, f"line {lineno}")
-        table[frame] = _homogeneous(m[:12]) if values == 12 else m.reshape(4, 4)
+        pose = _homogeneous(m[:12]) if values == 12 else m.reshape(4, 4)
+        _check_rigid(path, f"line {lineno} (frame {frame})", pose)
+        table[frame], first_line[frame] = pose, lineno
     if not table:
         raise InputError(path, "contains no poses")
     return table
@@ -139,19 +182,35 @@ def list_sequences(root: Path) -> list[str]:
     return sorted(p.name for p in raw.iterdir() if p.is_dir())
 
 
-def read_split_lists(root: Path) -> dict[tuple[str, int], str]:
-    """(sequence, frame) -> 'train'/'val' from the official 2D semantic frame lists, if present."""
+def split_list_paths(root: Path) -> dict[str, Path]:
+    """The official 2D semantic frame lists, split -> file."""
     split_dir = Path(root) / "data_2d_semantics" / "train"
+    return {split: split_dir / f"2013_05_28_drive_{split}_frames.txt" for split in SPLIT_NAMES}
+
+
+def read_split_lists(root: Path) -> dict[tuple[str, int], str]:
+    """(sequence, frame) -> 'train'/'val' from the official 2D semantic frame lists.
+
+    Both lists are required: without them no frame's split is known, and guessing would leak
+    validation frames into training. A frame listed twice, or in both lists, is an error."""
     assignment: dict[tuple[str, int], str] = {}
-    pattern = re.compile(r"data_2d_raw/([^/]+)/image_00/data_rect/(\d+)\.png")
-    for split in ("train", "val"):
-        path = split_dir / f"2013_05_28_drive_{split}_frames.txt"
+    where: dict[tuple[str, int], str] = {}
+    pattern = re.compile(r"data_2d_raw/([^/\s]+)/image_00/data_rect/(\d+)\.png")
+    for split, path in split_list_paths(root).items():
         if not path.is_file():
-            continue
-        for line in path.read_text().splitlines():
+            raise InputError(path, f"{split} split list not found; it assigns frames to train/val")
+        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
             match = pattern.search(line)
-            if match:
-                assignment[(match.group(1), int(match.group(2)))] = split
+            if match is None:
+                expected = "data_2d_raw/<sequence>/image_00/data_rect/<frame>.png"
+                raise InputError(path, f"line {lineno}: no {expected}")
+            key = (match.group(1), int(match.group(2)))
+            if key in assignment:
+                problem = f"{key[0]} frame {key[1]} already listed at {where[key]}"
+                raise InputError(path, f"line {lineno}: {problem}")
+            assignment[key], where[key] = split, f"{path.name} line {lineno}"
     return assignment
 
 
@@ -193,18 +252,23 @@ class Sequence:
     def sweep_path(self, frame: int) -> Path:
         return self.velo_dir / f"{frame:010d}.bin"
 
-    def read_sweep(self, frame: int) -> np.ndarray:
-        """Velodyne points (N, 3) float32 in the LiDAR frame (reflectance dropped)."""
+    def read_sweep(self, frame: int) -> SweepPoints:
+        """Velodyne points in the LiDAR frame (reflectance dropped). A file that is empty or
+        not whole 16-byte records is an error; points with a NaN or infinite coordinate are
+        dropped and counted."""
         path = self.sweep_path(frame)
         if not path.is_file():
             raise InputError(path, "LiDAR sweep not found")
-        raw = np.fromfile(path, dtype=np.float32)
-        if raw.size % 4:
-            raise InputError(path, f"truncated sweep: {raw.size * 4} bytes is not a multiple of 16")
-        points = raw.reshape(-1, 4)[:, :3]
-        if not np.all(np.isfinite(points)):
-            raise InputError(path, "sweep contains NaN or infinite coordinates")
-        return points
+        size = path.stat().st_size
+        if size == 0:
+            raise InputError(path, "empty LiDAR sweep (0 bytes)")
+        if size % SWEEP_RECORD_BYTES:
+            raise InputError(path, f"truncated sweep: {size} bytes is not a multiple of {SWEEP_RECORD_BYTES}")
+        points = np.fromfile(path, dtype=np.float32).reshape(-1, 4)[:, :3]
+        finite = np.isfinite(points).all(axis=1)
+        if finite.all():
+            return SweepPoints(points, 0)
+        return SweepPoints(points[finite], int(finite.size - finite.sum()))
 
     def image_path(self, frame: int) -> Path:
         return self.image_dir / f"{frame:010d}.png"

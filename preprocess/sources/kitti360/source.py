@@ -17,11 +17,18 @@ from shards import ImageSize
 from shards.layout import frame_bytes
 
 from ...errors import InputError
-from ...imaging import resize_image, resize_labels, resized_intrinsics, target_size
+from ...imaging import (
+    check_chunk_frames,
+    check_width,
+    resize_image,
+    resize_labels,
+    resized_intrinsics,
+    target_size,
+)
 from ...kernels import label_lut
 from ...manifest import config_hash, files_fingerprint
 from ...readahead import ReadAhead
-from ...record import FrameRecord, Skip
+from ...record import Dropped, FrameRecord, Skip
 from .. import SequencePlan, UnitPlan
 from .reader import (
     BUILDING_LABEL,
@@ -31,6 +38,7 @@ from .reader import (
     read_calibration,
     read_split_lists,
     sequence_name,
+    split_list_paths,
 )
 from .sweeps import DepthSettings, SweepAccumulator, read_sweep_inputs, sweep_frames
 
@@ -38,6 +46,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "all")
 SHARD_BYTES_BUDGET = 256 * 2**20  # one shard of frames; a unit writer holds two (filling, writing)
 SHARD_FRAMES = 32  # several shard files per unit, so each one's write overlaps the next frames' work
+NONFINITE_POINTS = "non-finite LiDAR points"  # manifest key: sweep frame -> points dropped
 CALIBRATION_FILES = ("perspective.txt", "calib_cam_to_pose.txt", "calib_cam_to_velo.txt")
 
 
@@ -51,16 +60,21 @@ class Kitti360Config:
     building_labels: tuple[int, ...] = (BUILDING_LABEL,)
     chunk_frames: int = 128
 
+    def __post_init__(self) -> None:
+        check_width(self.width)
+        check_chunk_frames(self.chunk_frames)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def assign_splits(sequence: str, frames: list[int], lists: dict[tuple[str, int], str]) -> dict[int, str]:
     """Official split per frame; unlisted frames take the split of the nearest listed frame of
-    the same sequence (val frames come in contiguous blocks), else 'train'."""
+    the same sequence (val frames come in contiguous blocks). A sequence with no listed frame
+    has no known split: an error, never a guess (that would leak val into train)."""
     listed = sorted((f, s) for (seq, f), s in lists.items() if seq == sequence)
     if not listed:
-        return dict.fromkeys(frames, "train")
+        raise ValueError(f"sequence {sequence} has no frame in the train/val split lists")
     keys = np.array([f for f, _ in listed])
     out = {}
     for frame in frames:
@@ -98,13 +112,15 @@ class Kitti360Source:
     KITTI-360 root, with the centre frames of `split` ('train', 'val' or 'all').
 
     Frames without a pose or an image are skipped when planning; frames with a corrupt image
-    or centre sweep while building. A sequence named explicitly must be usable; one found by
-    'all' that is not is reported in the manifest instead."""
+    or centre sweep while building. Every selected sequence must be usable: one that is not
+    stops the build naming it, unless `skip_bad_sequences` (then it is skipped, logged, and
+    its reason kept in the manifest)."""
 
     root: Path
     config: Kitti360Config = field(default_factory=Kitti360Config)
     seqs: str = "all"
     split: str = "all"
+    skip_bad_sequences: bool = False
     dataset: ClassVar[str] = "kitti360"
     progress_label: ClassVar[str] = "build"
 
@@ -121,29 +137,33 @@ class Kitti360Source:
         self.calibration  # noqa: B018 - calibration problems stop the build before any work
 
     def plan(self) -> list[SequencePlan]:
-        names, explicit = self._sequence_names()
         lists = read_split_lists(self.root)
         plans = []
-        for name in names:
+        for name in self._sequence_names():
             try:
                 plans.append(self._plan_sequence(name, lists))
             except InputError as exc:
-                if explicit:
-                    raise
+                if not self.skip_bad_sequences:
+                    if name in exc.problem or name in str(exc.path):
+                        raise
+                    raise InputError(exc.path, f"sequence {name}: {exc.problem}") from None
                 log.warning("skipping sequence %s: %s", name, exc)
                 plans.append(SequencePlan(name, error=str(exc)))
+        if self.split != "all" and not any(unit.frames for plan in plans for unit in plan.units):
+            lists_dir = split_list_paths(self.root)["train"].parent
+            raise InputError(lists_dir, f"no frame of the selected sequences is in the {self.split!r} split")
         return plans
 
-    def _sequence_names(self) -> tuple[list[str], bool]:
-        """The sequences to build, and whether they were named explicitly."""
+    def _sequence_names(self) -> list[str]:
+        """The sequences to build."""
         available = list_sequences(self.root)
         if self.seqs.strip() == "all":
-            return available, False
+            return available
         names = [sequence_name(s) for s in self.seqs.split(",") if s.strip()]
         unknown = [n for n in names if n not in available]
         if unknown:
             raise InputError(self.root / "data_2d_raw", f"sequence(s) not found: {', '.join(unknown)}")
-        return names, True
+        return names
 
     def _plan_sequence(self, name: str, lists: dict[tuple[str, int], str]) -> SequencePlan:
         """Units of one sequence with their config hashes; frames without pose/image are skipped."""
@@ -154,7 +174,10 @@ class Kitti360Source:
         skipped = {f: "no pose in poses.txt" for f in sorted(image_frames - posed)}
         skipped.update({f: "no image" for f in sorted(posed - image_frames)})
         candidates = sorted(image_frames & posed)
-        splits = assign_splits(name, candidates, lists)
+        try:
+            splits = assign_splits(name, candidates, lists)
+        except ValueError as exc:
+            raise InputError(split_list_paths(self.root)["train"].parent, str(exc)) from None
         centres = [f for f in candidates if self.split == "all" or splits[f] == self.split]
         size = target_size(config.width, self.calibration.size)
         n = config.depth.accumulate
@@ -180,9 +203,10 @@ class Kitti360Source:
         budget = SHARD_BYTES_BUDGET // frame_bytes(*size)
         return int(max(1, min(self.config.chunk_frames, SHARD_FRAMES, budget)))
 
-    def records(self, unit: UnitPlan[str]) -> Iterator[FrameRecord | Skip]:
-        """Each centre of the unit (frames -> split) with its accumulated depth. Two read-ahead
-        threads decode the next frames' sweeps and images while this one projects."""
+    def records(self, unit: UnitPlan[str]) -> Iterator[FrameRecord | Skip | Dropped]:
+        """Each centre of the unit (frames -> split) with its accumulated depth, then the
+        non-finite points dropped from each sweep read. Two read-ahead threads decode the next
+        frames' sweeps and images while this one projects."""
         seq = Sequence(self.root, unit.sequence, self.calibration)
         K = resized_intrinsics(self.calibration.K, self.calibration.size, unit.size)
         centres = list(unit.frames)
@@ -205,6 +229,8 @@ class Kitti360Source:
                     centre, unit.frames[centre], image, result.depth, semantic, result.sweeps, K,
                     np.linalg.inv(sweeps.poses[centre]), self.config.building_labels,
                 )  # fmt: skip
+            for frame, count in sorted(sweeps.dropped_points.items()):
+                yield Dropped(frame, NONFINITE_POINTS, count)
         finally:
             reads.close()
 

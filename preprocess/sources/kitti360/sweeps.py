@@ -15,7 +15,7 @@ from shards import ImageSize
 
 from ...errors import InputError
 from ...kernels import NO_LABELS, label_lut, register_sweep, remove_occluded, zbuffer_points
-from .reader import DYNAMIC_LABELS, Sequence
+from .reader import DYNAMIC_LABELS, Sequence, SweepPoints
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,12 @@ class DepthSettings:
     occlusion_radius_native: int = 4
     occlusion_rel_tol: float = 0.05
     dynamic_labels: tuple[int, ...] = DYNAMIC_LABELS
+
+    def __post_init__(self) -> None:
+        if self.accumulate < 0:
+            raise ValueError(f"--accumulate must be >= 0 (sweeps each side), got {self.accumulate}")
+        if not 0 <= self.min_depth < self.max_depth:
+            raise ValueError(f"depth range needs 0 <= min < max, got {self.min_depth}, {self.max_depth}")
 
     def occlusion_radius(self, scale: float) -> int:
         """Neighbourhood for the occlusion test, shrunk with the image (LiDAR gaps shrink too)."""
@@ -59,7 +65,7 @@ class AccumulatedDepth:
     sweeps: int  # sweeps that contributed (unusable neighbours do not)
 
 
-SweepInputs = tuple[np.ndarray, np.ndarray | None]  # LiDAR points, semantic labels
+SweepInputs = tuple[SweepPoints, np.ndarray | None]  # LiDAR points, semantic labels
 
 
 def read_sweep_inputs(sequence: Sequence, frame: int) -> SweepInputs:
@@ -91,14 +97,17 @@ class SweepAccumulator:
         self._cache: dict[int, Sweep | InputError] = {}
         self._dynamic = label_lut(settings.dynamic_labels)
         self.sweeps_read = 0
+        self.dropped_points: dict[int, int] = {}  # sweep frame -> non-finite points dropped
 
     def _load(self, frame: int) -> Sweep | InputError:
         """Read, register and vet one sweep; a bad file is remembered as its error."""
         try:
-            points, semantic = self._read(frame)
+            (points, dropped), semantic = self._read(frame)
         except InputError as exc:
             return exc
         self.sweeps_read += 1
+        if dropped:
+            self.dropped_points[frame] = dropped
         calib = self.seq.calib
         world, trusted = register_sweep(
             points, self.poses[frame] @ calib.rect_from_velo, calib.rect_from_velo, calib.K,
