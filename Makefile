@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO := demo_out
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-gpu clean
 
 $(BIN)/.installed: pyproject.toml
 	@if ! ldconfig -p | grep -q libusb-1.0; then \
@@ -22,7 +22,7 @@ demo: setup
 	$(BIN)/kitti360-prep synth --out $(DEMO)/synthetic
 	$(BIN)/kitti360-prep build --root $(DEMO)/synthetic/KITTI-360 --out $(DEMO)/prepared --workers 2
 	$(BIN)/kitti360-prep stats $(DEMO)/prepared --plots $(DEMO)/prepared/plots
-	$(BIN)/vggt-train run --config configs/train/demo.yaml --shards $(DEMO)/prepared --out $(DEMO)/run
+	$(BIN)/vggt-train run --config configs/train/demo.yaml --shards $(DEMO)/prepared --out $(DEMO)/run --overwrite
 	$(BIN)/vggt-eval $(DEMO)/run --shards $(DEMO)/prepared --device cpu \
 		--seq-len 4 --seq-stride 4 --out $(DEMO)/run/eval
 	@echo "report: $(DEMO)/run/eval/report.md"
@@ -46,3 +46,6 @@ bench: setup
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
+
+bench-gpu: setup
+	$(BIN)/python scripts/bench_gpu.py --json bench_gpu.json

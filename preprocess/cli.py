@@ -41,12 +41,18 @@ def synth(
     frames: Annotated[int, typer.Option(help="Frames per sequence")] = 40,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     sequences: Annotated[int, typer.Option(help="Number of sequences")] = 2,
+    static_spacing: Annotated[
+        float, typer.Option(help="Static-cloud sample spacing in metres (0: no static clouds)")
+    ] = 0.2,
 ) -> None:
     """Write the synthetic KITTI-360 scene with exact ground-truth depth."""
     from .synthetic import generate_synthetic_kitti360
 
     _setup_logging(False)
-    data = generate_synthetic_kitti360(out, frames=frames, seed=seed, sequences=sequences)
+    spacing = static_spacing if static_spacing > 0 else None
+    data = generate_synthetic_kitti360(
+        out, frames=frames, seed=seed, sequences=sequences, static_spacing=spacing
+    )
     console.print(f"synthetic KITTI-360 root: [bold]{data.root}[/]  ground truth: {data.gt_root}")
 
 
@@ -60,6 +66,15 @@ def build(
     width: Annotated[str, typer.Option(help="Stored width (multiple of 14) or 'native'")] = "518",
     building_labels: Annotated[str, typer.Option(help="Label ids counted as building")] = "11",
     chunk_frames: Annotated[int, typer.Option(help="Frames per unit (resume granularity)")] = 128,
+    static_clouds: Annotated[
+        bool | None,
+        typer.Option(
+            "--static-clouds/--no-static-clouds",
+            help="Merge the fused static clouds (data_3d_semantics/train/<seq>/static) into the depth; "
+            "default: for every sequence that has them",
+            show_default=False,
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(help="Parallel worker processes")] = 1,
     force: Annotated[bool, typer.Option("--force", help="Rebuild finished units")] = False,
     skip_bad_sequences: Annotated[
@@ -71,7 +86,7 @@ def build(
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Project KITTI-360 LiDAR (+-N sweeps) into depth, masks and points; write shards."""
+    """Project KITTI-360 LiDAR (+-N sweeps) and static clouds into depth, masks and points; write shards."""
     from .driver import build as run_build
     from .sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
 
@@ -83,6 +98,7 @@ def build(
             width=_stored_width(width),
             building_labels=labels,
             chunk_frames=chunk_frames,
+            static_clouds=static_clouds,
         )
         source = Kitti360Source(root, config, seqs, split, skip_bad_sequences)
         summary = run_build(source, out, workers=workers, force=force)
@@ -149,7 +165,12 @@ def stats(
     """Coverage, valid points, building ratio and strata per split/sequence."""
     from shards import ShardError, ShardStore
 
-    from .data_summary import building_ratio_histogram, sparse_sequences, summarize
+    from .data_summary import (
+        building_coverage_by_stratum,
+        building_ratio_histogram,
+        sparse_sequences,
+        summarize,
+    )
 
     try:
         store = ShardStore(out)
@@ -172,6 +193,20 @@ def stats(
             str(r["below_min_points"]), _count(r["building_points"]), _fmt(r["building_ratio_mean"]),
         )  # fmt: skip
     console.print(table)
+    coverage = building_coverage_by_stratum(index)
+    if not coverage.empty:
+        cov_table = Table(title="building pixels with depth, mean per frame")
+        for column in ("stratum", "depth source", "frames", "building %", "top third %"):
+            cov_table.add_column(column, justify="left" if column in ("stratum", "depth source") else "right")
+        for _, r in coverage.iterrows():
+            cov_table.add_row(
+                r["stratum"],
+                r["depth_source"],
+                str(r["frames"]),
+                f"{100 * r['building']:.1f}",
+                _pct(r["top_third"]),
+            )
+        console.print(cov_table)
     hist = building_ratio_histogram(index)
     if not hist.empty:
         console.print("building-ratio histogram (frames per bin):")
@@ -215,6 +250,10 @@ def _stored_width(width: str) -> int | None:
         return int(width)
     except ValueError:
         raise ValueError(f"--width must be 'native' or a positive multiple of 14, got {width!r}") from None
+
+
+def _pct(value: float) -> str:
+    return "-" if pd.isna(value) else f"{100 * value:.1f}"
 
 
 def _count(value: object) -> str:

@@ -33,6 +33,21 @@ def summarize(index: pd.DataFrame, min_valid_points: int = DEFAULT_MIN_VALID_POI
     return table.reset_index()
 
 
+def building_coverage_by_stratum(index: pd.DataFrame) -> pd.DataFrame:
+    """Mean share of building pixels with depth (whole image and top third) per stratum and
+    depth source, so LiDAR-only frames and frames with static clouds sit side by side when a
+    root holds both. Frames without semantics know no buildings and are left out."""
+    known = index.dropna(subset=["building_depth_coverage"])
+    if known.empty:
+        return pd.DataFrame(columns=["stratum", "depth_source", "frames", "building", "top_third"])
+    grouped = known.groupby(["stratum", "depth_source"], sort=True)
+    return grouped.agg(
+        frames=("frame", "size"),
+        building=("building_depth_coverage", "mean"),
+        top_third=("top_building_depth_coverage", "mean"),
+    ).reset_index()
+
+
 def sparse_sequences(index: pd.DataFrame, min_valid_points: int = DEFAULT_MIN_VALID_POINTS) -> pd.DataFrame:
     """Sequences where most frames fall under the threshold (e.g. sparse COLMAP points):
     training on them silently supervises almost nothing."""

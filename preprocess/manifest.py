@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from shards.atomic import write_text_atomic
+from shards.index import INDEX_COLUMNS
 from shards.layout import SHARD_FORMAT, manifest_path
 
 DISTRIBUTION = "kitti360-vggt"
@@ -35,9 +36,16 @@ def files_fingerprint(paths: Iterable[Path]) -> str:
 
 
 def config_hash(config: dict, fingerprint: str) -> str:
-    """A unit's completion marker: what it was built with, from which inputs, by which version."""
+    """A unit's completion marker: what it was built with, from which inputs, by which version
+    and into which index columns (a unit indexed without a column is rebuilt)."""
     payload = json.dumps(
-        {"config": config, "inputs": fingerprint, "version": package_version(), "shard_format": SHARD_FORMAT},
+        {
+            "config": config,
+            "inputs": fingerprint,
+            "version": package_version(),
+            "shard_format": SHARD_FORMAT,
+            "index": INDEX_COLUMNS,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

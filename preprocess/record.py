@@ -30,8 +30,9 @@ class FrameRecord:
     building_known: bool
     K: np.ndarray  # 3x3 intrinsics of the stored size
     cam_from_world: np.ndarray  # 4x4
-    depth_source: str  # lidar | colmap_sparse | gt_dense
+    depth_source: str  # lidar | lidar+static | colmap_sparse | gt_dense
     sweeps: int  # LiDAR sweeps that contributed; 0 without LiDAR
+    static_points: int = 0  # static-cloud points that gave depth
 
     def stored(self) -> tuple[dict[str, np.ndarray], dict[str, object]]:
         """The arrays for the shard and the index columns the frame itself determines (all but
@@ -62,8 +63,21 @@ class FrameRecord:
             "stratum": stratum_of(ratio),
             "sweeps": self.sweeps,
             "depth_source": self.depth_source,
+            "building_depth_coverage": _share(valid, self.building_mask) if known else None,
+            "top_building_depth_coverage": _share(
+                valid[: len(valid) // 3], self.building_mask[: len(valid) // 3]
+            )
+            if known
+            else None,
+            "static_points": self.static_points,
         }
         return arrays, columns
+
+
+def _share(valid: np.ndarray, mask: np.ndarray) -> float | None:
+    """Share of the mask's pixels with depth; None when the mask is empty."""
+    total = int(mask.sum())
+    return int((valid & mask).sum()) / total if total else None
 
 
 @dataclass(frozen=True)

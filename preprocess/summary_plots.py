@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 
 from shards import STRATA, STRATUM_MIN_RATIO, ShardStore  # noqa: E402
 
-from .data_summary import RATIO_BINS  # noqa: E402
+from .data_summary import RATIO_BINS, building_coverage_by_stratum  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -53,6 +53,37 @@ def strata_counts(index: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
+def building_coverage(index: pd.DataFrame, path: Path) -> Path:
+    """Building pixels with depth per stratum, one bar per depth source (solid: whole image,
+    hatched: top third)."""
+    table = building_coverage_by_stratum(index)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    sources = sorted(table["depth_source"].unique())
+    strata = [s for s in STRATA if s in set(table["stratum"])]
+    width = 0.8 / max(1, 2 * len(sources))
+    for k, source in enumerate(sources):
+        rows = table[table["depth_source"] == source].set_index("stratum").reindex(strata)
+        x = np.arange(len(strata)) + (2 * k - len(sources) + 0.5) * width
+        bars = ax.bar(x, rows["building"] * 100, width, label=f"{source}: image")
+        colour = bars.patches[0].get_facecolor() if bars.patches else None
+        ax.bar(
+            x + width,
+            rows["top_third"] * 100,
+            width,
+            color=colour,
+            hatch="//",
+            alpha=0.5,
+            label=f"{source}: top third",
+        )
+    ax.set_xticks(np.arange(len(strata)), strata)
+    ax.set(
+        ylabel="building pixels with depth (%)", title="Building depth coverage per stratum", ylim=(0, 100)
+    )
+    if sources:
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def sample_grid(store: ShardStore, path: Path, samples: int = 4) -> Path:
     """RGB | depth | building mask for frames spread evenly over the index."""
     index = store.index
@@ -79,5 +110,6 @@ def write_all(store: ShardStore, out_dir: Path) -> list[Path]:
         coverage_histogram(index, out_dir / "coverage_hist.png"),
         building_ratio_histogram(index, out_dir / "building_ratio_hist.png"),
         strata_counts(index, out_dir / "strata_counts.png"),
+        building_coverage(index, out_dir / "building_coverage.png"),
         sample_grid(store, out_dir / "samples.png"),
     ]

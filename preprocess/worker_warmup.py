@@ -13,6 +13,7 @@ import numpy as np
 from . import driver  # noqa: F401  (the workers' own imports)
 from .kernels import NO_LABELS, depth_to_world, register_sweep, remove_occluded, zbuffer_points
 from .sources import kitti360  # noqa: F401  (the source `kitti360-prep build` runs in workers)
+from .surfels import estimate_surfels, splat_surfels
 
 
 def _run_kernels_once() -> None:
@@ -24,6 +25,15 @@ def _run_kernels_once() -> None:
         zbuffer_points(points, np.ones(1, np.bool_), pose, K, depth, 0.1, image_labels, K, lut)
     remove_occluded(depth, 1, 0.05)
     depth_to_world(depth, K, pose)
+    cloud = np.ones((1, 3), np.float32)
+    normals, radii = estimate_surfels(
+        cloud, np.zeros(1, np.int64), np.array([0, 1]), np.ones(3, np.int64), 8, 4, 0.8, 0.5, 0.5, 0.1
+    )
+    box = np.zeros((1, 3))
+    splat_surfels(
+        cloud, normals, radii, np.array([0, 1]), box, box, pose, K, depth, np.zeros((2, 2), np.int64),
+        0, 0.1, 10.0, 0.02, 8.0,
+    )  # fmt: skip
 
 
 _run_kernels_once()

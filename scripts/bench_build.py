@@ -13,8 +13,14 @@ Measured in one run, on the same data:
     read of every stored frame, each with and without the checksum, in the same run.
 Each pipeline but the slow reference runs --repeat times; the median run is reported, since a
 shared machine's timings of a few seconds vary by +-10%.
+
+With --cloud-points N (0: skip), one more synthetic sequence of --cloud-frames frames gets
+static-cloud windows of at least N points each (KITTI-360's are 5-30 million), and one worker
+builds it twice in fresh processes, LiDAR-only and with the clouds: frames/s of both, their
+ratio, and each worker's peak memory. The windows' preparation (read, k-NN surfels, grid) is
+also timed alone, so its share per frame can be scaled to KITTI-360's ~240 frames per window.
 Usage: python scripts/bench_build.py [--frames 60] [--chunk-frames 128] [--repeat 3] [--workdir DIR]
-       [--checksum-cost]
+       [--checksum-cost] [--cloud-points 15000000] [--cloud-frames 60] [--only-clouds]
 """
 
 from __future__ import annotations
@@ -42,7 +48,10 @@ from preprocess.imaging import resize_image, resize_labels, resized_intrinsics, 
 from preprocess.sources.kitti360 import Kitti360Config, Kitti360Source
 from preprocess.sources.kitti360.reader import Sequence, list_sequences, read_calibration
 from preprocess.sources.kitti360.source import lidar_record
+from preprocess.sources.kitti360.static_ply import check_static_ply, list_windows, static_dir
 from preprocess.synthetic import generate_synthetic_kitti360
+from preprocess.synthetic.scene import METRES_PER_FRAME, Street
+from preprocess.synthetic.static_cloud import AHEAD, BEHIND, arc_length, street_cloud, window_ranges
 from shards import ShardStore, UnitWriter
 from shards import writer as shard_writer
 
@@ -197,6 +206,86 @@ def confined_build(root: Path, out: Path, config: Kitti360Config, workers: int) 
     return tuple(confined(CONFINED_BUILD, args, workers))
 
 
+PROBE_SPACING = 0.5  # metres: a cheap sampling whose point count scales to any spacing
+
+# one worker building in a fresh process: (seconds, peak resident GiB, frames, seconds spent
+# preparing static windows)
+MEMORY_BUILD = """
+import json, resource, sys, time
+from pathlib import Path
+from preprocess.sources.kitti360 import Kitti360Config, static_depth
+import preprocess.worker_warmup
+sys.path.insert(0, sys.argv[1])
+from bench_build import fresh_build
+spent = [0.0]
+prepare = static_depth.prepare_window
+def timed_prepare(*args):
+    start = time.perf_counter()
+    try:
+        return prepare(*args)
+    finally:
+        spent[0] += time.perf_counter() - start
+static_depth.prepare_window = timed_prepare
+config = Kitti360Config(chunk_frames=int(sys.argv[4]), static_clouds=sys.argv[5] == "1")
+start = time.perf_counter()
+frames = fresh_build(Path(sys.argv[2]), Path(sys.argv[3]), config, 1)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+print(json.dumps([time.perf_counter() - start, peak, frames, spent[0]]))
+"""
+KITTI360_WINDOW_FRAMES = 240
+
+
+def spacing_for(frames: int, points: int, seed: int = 0) -> float:
+    """Sample spacing that gives the smallest static window of a `frames`-frame synthetic
+    sequence at least `points` points (counts scale with 1 / spacing^2)."""
+    street = Street(frames, np.random.default_rng(seed))
+    cloud = street_cloud(street, PROBE_SPACING, np.random.default_rng(seed))
+    along = arc_length(street, np.column_stack([cloud["x"], cloud["y"]]).astype(np.float64))
+    smallest = min(
+        int(((along >= a * METRES_PER_FRAME - BEHIND) & (along <= b * METRES_PER_FRAME + AHEAD)).sum())
+        for a, b in window_ranges(frames)
+    )
+    return 0.97 * PROBE_SPACING * float(np.sqrt(smallest / points))
+
+
+def cloud_rows(work: Path, frames: int, points: int, chunk_frames: int) -> None:
+    """LiDAR-only against LiDAR + static clouds on one sequence, one worker each."""
+    root = work / "clouds" / "KITTI-360"
+    if not root.is_dir():
+        spacing = spacing_for(frames, points)
+        generate_synthetic_kitti360(
+            work / "clouds", frames=frames, seed=0, sequences=1, static_spacing=spacing
+        )
+    windows = list_windows(static_dir(root, list_sequences(root)[0]))
+    sizes = [check_static_ply(window.path)[1] for window in windows]
+    args = [str(Path(__file__).parent), str(root)]
+    runs = {
+        clouds: confined(MEMORY_BUILD, [*args, str(work / f"clouds_{clouds}"), str(chunk_frames), clouds], 1)
+        for clouds in ("0", "1")
+    }
+    spans = [w.end - w.start + 1 for w in windows]
+    print(f"\nstatic clouds: 1 sequence x {frames} frames, {len(windows)} windows of "
+          f"{min(sizes) / 1e6:.1f}-{max(sizes) / 1e6:.1f} M points over {min(spans)}-{max(spans)} frames, "
+          "1 worker on 1 core")  # fmt: skip
+    print(f"{'pipeline':32s} {'frames':>7s} {'seconds':>8s} {'frames/s':>9s} {'peak GiB':>9s}")
+    for clouds, label in (("0", "LiDAR only"), ("1", "LiDAR + static clouds")):
+        seconds, peak, n, _ = runs[clouds]
+        print(f"{label:32s} {n:7d} {seconds:8.2f} {n / seconds:9.2f} {peak:9.2f}")
+    (t0, _, n0, _), (t1, _, n1, prep) = runs["0"], runs["1"]
+    lidar_fps = n0 / t0
+    print(f"frames/s with clouds / LiDAR only: {(n1 / t1) / lidar_fps:.2f}")
+    per_window = prep / len(windows)
+    print(f"window preparation (read + surfels + grid): {per_window:.1f} s per window, once per worker")
+    per_frame = (t1 - prep) / n1  # the clouds build without its window preparation
+    print(
+        f"without the preparation: {1 / per_frame:.2f} frames/s, "
+        f"{1 / per_frame / lidar_fps:.2f} of LiDAR only"
+    )
+    amortised = 1.0 / (per_frame + per_window / KITTI360_WINDOW_FRAMES)
+    print(f"with a window's preparation spread over {KITTI360_WINDOW_FRAMES} frames (KITTI-360): "
+          f"{amortised:.2f} frames/s, {amortised / lidar_fps:.2f} of LiDAR only")  # fmt: skip
+
+
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
@@ -205,12 +294,23 @@ def main() -> None:
     parser.add_argument("--chunk-frames", type=int, default=128, help="frames per unit (one work item)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per pipeline (median reported)")
     parser.add_argument("--checksum-cost", action="store_true", help="only price the per-chunk crc32c")
+    parser.add_argument(
+        "--cloud-points", type=int, default=15_000_000, help="points per static window (0: skip)"
+    )
+    parser.add_argument("--cloud-frames", type=int, default=60, help="frames of the static-cloud sequence")
+    parser.add_argument("--only-clouds", action="store_true", help="run the static-cloud rows only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_build_"))
+    if args.cloud_points and not args.checksum_cost:
+        cloud_rows(work, args.cloud_frames, args.cloud_points, args.chunk_frames)
+    if args.only_clouds:
+        return
     root = work / "synthetic" / "KITTI-360"
     if not root.is_dir():  # a kept --workdir is reused (same frames: pass the same --frames)
-        generate_synthetic_kitti360(work / "synthetic", frames=args.frames, seed=0, sequences=2)
+        generate_synthetic_kitti360(
+            work / "synthetic", frames=args.frames, seed=0, sequences=2, static_spacing=None
+        )
     config = Kitti360Config(chunk_frames=args.chunk_frames)  # --accumulate 4, width 518
     fresh_build(root, work / "warmup", config, workers=1)  # JIT cache + page cache warm
     if args.checksum_cost:

@@ -1,7 +1,10 @@
 """Depth accuracy of `build`'s projection on the synthetic scene, against its exact GT depth.
 
 Prints, per sequence at native resolution (1408x376): coverage, median relative error and
-the share of depth pixels > 5% off GT, for the single sweep and for +-N accumulation.
+the share of depth pixels > 5% off GT, for the single sweep and for +-N accumulation. Then,
+for whole builds (+-N) at width 518 and native, LiDAR-only against LiDAR + static clouds:
+depth pixels > 5% off the exact depth ray-cast at the stored size, coverage, and building
+coverage over the whole image and its top third.
 Usage: python scripts/depth_accuracy.py [--frames 40] [--accumulate 4] [--workdir DIR]
 """
 
@@ -13,11 +16,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from preprocess.driver import build
+from preprocess.sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
 from preprocess.sources.kitti360.reader import Sequence, list_sequences, read_calibration
 from preprocess.synthetic import generate_synthetic_kitti360
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support ships outside the package
 from tests.support.accuracy import depth_accuracy, depth_pairs  # noqa: E402
+from tests.support.static_accuracy import built_accuracy  # noqa: E402
 
 
 def main() -> None:
@@ -45,6 +51,17 @@ def main() -> None:
             )
         ratio = results[args.accumulate].coverage / results[0].coverage
         print(f"{'':28s} coverage ratio +-{args.accumulate} / single: {ratio:.2f}x")
+    print("\nwhole builds, all sequences:")
+    for width in (518, None):
+        for clouds in (False, True):
+            config = Kitti360Config(
+                DepthSettings(accumulate=args.accumulate), width=width, static_clouds=clouds
+            )
+            out = work / f"build_{width}_{clouds}"
+            if not out.is_dir():
+                build(Kitti360Source(root, config), out, progress=False)
+            label = f"{width or 'native'} {'LiDAR + static clouds' if clouds else 'LiDAR only'}"
+            print(f"{label:32s} {built_accuracy(out, args.frames).line()}")
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
 

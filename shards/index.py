@@ -39,6 +39,9 @@ INDEX_SCHEMA = pa.schema(
         ("stratum", pa.string()),
         ("sweeps", pa.int32()),
         ("depth_source", pa.string()),
+        ("building_depth_coverage", pa.float64()),
+        ("top_building_depth_coverage", pa.float64()),
+        ("static_points", pa.int64()),
     ]
 )
 INDEX_COLUMNS: tuple[str, ...] = tuple(INDEX_SCHEMA.names)

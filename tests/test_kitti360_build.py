@@ -20,7 +20,7 @@ from shards.layout import INDEX_DIR
 
 from .conftest import clone_tree, replace_file
 
-FAST = Kitti360Config(depth=DepthSettings(accumulate=2), chunk_frames=16)
+FAST = Kitti360Config(depth=DepthSettings(accumulate=2), chunk_frames=16, static_clouds=False)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_changed_config_rebuilds_and_force(built, synthetic, tmp_path):
     out = tmp_path / "out"
     build(Kitti360Source(synthetic.root, FAST, seqs="0000"), out, progress=False)
     first = ShardStore(out).index
-    changed = Kitti360Config(depth=DepthSettings(accumulate=0), chunk_frames=16)
+    changed = Kitti360Config(depth=DepthSettings(accumulate=0), chunk_frames=16, static_clouds=False)
     build(Kitti360Source(synthetic.root, changed, seqs="0000"), out, progress=False)
     second = ShardStore(out).index
     assert len(first) == len(second) and (second["sweeps"] == 1).all()

@@ -33,6 +33,7 @@ def _row(frame: int) -> dict[str, object]:
         "dataset": "kitti360", "sequence": "seq", "frame": frame, "split": "train",
         "has_semantics": True, "building_ratio": 1.0, "depth_coverage": 0.8, "valid_points": 40,
         "building_valid_points": 40, "stratum": "building_rich", "sweeps": 9, "depth_source": "lidar",
+        "building_depth_coverage": 0.8, "top_building_depth_coverage": None, "static_points": 0,
     }  # fmt: skip
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +18,12 @@ from preprocess.driver import build
 from preprocess.sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
 from shards import read_index
 from train.config import ConfigError, load_config
+from train.data import validation_windows
 from train.distributed import DistInfo
 from train.model import build_base_model
-from train.run_dir import METRICS_FILE
-from train.trainer import Trainer
+from train.run_dir import METRICS_FILE, find_adapters, read_best
+from train.trainer import Trainer, TrainingDiverged
+from train.validation import Validator
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "train" / "demo.yaml"
@@ -53,15 +56,20 @@ def _rows(run_dir: Path) -> list[dict]:
     return [row for row in map(json.loads, lines) if "data" not in row]
 
 
-def test_demo_config_overfits_one_window(shards, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_demo_config_overfits_one_window(shards, tmp_path, precision):
+    """fp16: the aggregator under float16 autocast (CPU autocast too) with a dynamic loss scale."""
     cfg = _config(
         shards, "data.overfit=true", "data.crop_height=null", "data.crop_width=null", "run.steps=50",
-        "run.steps_per_epoch=50", "optim.warmup=0.0",
+        "run.steps_per_epoch=50", "optim.warmup=0.0", f"optim.precision={precision}",
     )  # fmt: skip
-    Trainer(cfg, tmp_path, CPU).run()
+    trainer = Trainer(cfg, tmp_path, CPU)
+    trainer.run()
     losses = _losses(tmp_path)
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < 0.5 * first, f"loss {first:.3f} -> {last:.3f}"
+    assert trainer.scaler.is_enabled() == (precision == "fp16")
+    assert trainer.nonfinite_steps <= (16 if precision == "fp16" else 0)  # the loss scale settling
 
 
 def test_only_lora_parameters_change(shards, tmp_path):
@@ -182,3 +190,164 @@ def test_batches_without_supervision_are_skipped_and_counted(shards, tmp_path):
     for name, param in trainer.model.named_parameters():
         if param.requires_grad:
             assert torch.isfinite(param).all() and torch.equal(param, before[name]), name
+
+
+def _poison_gradients(trainer: Trainer, monkeypatch, steps: set[int]) -> list[torch.nn.Parameter]:
+    """Make the gradients of optimizer steps `steps` (0-based) NaN, as a bad batch would."""
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    micro_step = trainer._micro_step
+
+    def poisoned(batch, progress):
+        terms = micro_step(batch, progress)
+        if trainer.step in steps:
+            next(p for p in params if p.grad is not None).grad.fill_(float("nan"))
+        return terms
+
+    monkeypatch.setattr(trainer, "_micro_step", poisoned)
+    return params
+
+
+def test_a_step_with_nonfinite_gradients_is_skipped_and_counted(shards, tmp_path, monkeypatch):
+    cfg = _config(shards, "run.steps=3", "run.steps_per_epoch=3", "optim.warmup=0.0")
+    trainer = Trainer(cfg, tmp_path, CPU)
+    params = _poison_gradients(trainer, monkeypatch, {1})
+    optimizer_step, moved = trainer._optimizer_step, {}
+
+    def recorded(finite: bool) -> None:
+        before = [p.detach().clone() for p in params]
+        optimizer_step(finite)
+        moved[trainer.step] = (
+            finite,
+            any(not torch.equal(a, p) for a, p in zip(before, params, strict=True)),
+        )
+
+    monkeypatch.setattr(trainer, "_optimizer_step", recorded)
+    trainer.run()
+    assert moved == {0: (True, True), 1: (False, False), 2: (True, True)}
+    records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    assert [r["nonfinite_steps"] for r in records] == [0, 1, 1]
+    adapter = load_file(str(tmp_path / "checkpoints" / "epoch_0001" / "adapter_model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in adapter.values())
+
+
+def test_too_many_nonfinite_steps_in_a_row_stop_the_run(shards, tmp_path, monkeypatch):
+    cfg = _config(shards, "run.steps=4", "run.steps_per_epoch=1", "optim.max_bad_steps=2")
+    trainer = Trainer(cfg, tmp_path, CPU)
+    _poison_gradients(trainer, monkeypatch, {1, 2, 3})
+    with pytest.raises(TrainingDiverged, match=r"2 optimizer steps in a row \(up to step 3\) had non-finite"):
+        trainer.run()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_0001", "epoch_0002"]
+
+
+def test_precision_and_renamed_keys(tmp_path):
+    assert load_config(DEMO, ["optim.precision=fp16"]).optim.precision == "fp16"
+    legacy = tmp_path / "legacy.yaml"  # written before optim.precision replaced optim.bf16
+    for bf16, precision in (("true", "bf16"), ("false", "fp32")):
+        legacy.write_text(DEMO.read_text().replace("precision: fp32", f"bf16: {bf16}"))
+        assert load_config(legacy).optim.precision == precision
+    with pytest.raises(
+        ConfigError, match=re.escape("optim.precision: expected one of bf16|fp16|fp32, got 'fp8'")
+    ):
+        load_config(DEMO, ["optim.precision=fp8"])
+    with pytest.raises(ConfigError, match="give only optim.precision"):
+        load_config(DEMO, ["optim.bf16=true"])
+    with pytest.raises(ConfigError, match=re.escape("lora.heads: ['camera'] adapted but loss weight 0")):
+        load_config(DEMO, ["loss.camera_weight=0"])
+
+
+def test_heads_without_loss_weight_are_not_run(shards, tmp_path):
+    trainer = Trainer(_config(shards, "run.steps=1"), tmp_path, CPU)
+    assert trainer.heads == ("camera", "depth")  # the demo's point weight is 0
+    images = torch.rand(1, 2, 3, 28, 56)
+    assert set(trainer.model(images, heads=trainer.heads)) == {
+        "pose_enc",
+        "pose_enc_list",
+        "depth",
+        "depth_conf",
+    }
+    assert "world_points" in trainer.model(images)
+
+
+VALIDATED = (
+    "run.steps=4",
+    "run.steps_per_epoch=2",
+    "run.val_every=1",
+    "run.val_windows=3",
+    "run.image_every=2",
+)
+
+
+def test_validation_rows_best_checkpoint_and_pictures(shards, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = _config(shards, *VALIDATED)
+    first = validation_windows(str(shards), cfg.data, "val", 3)
+    assert all(torch.equal(a["images"], b["images"]) for a, b in zip(first, validation_windows(
+        str(shards), cfg.data, "val", 3), strict=True))  # fmt: skip
+    Trainer(cfg, tmp_path, CPU).run()
+    rows = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    val = [r for r in rows if "val/loss" in r]
+    assert [r["step"] for r in val] == [1, 2, 3, 4] and all(r["val/windows"] == 3 for r in val)
+    assert all(0 < r["val/abs_rel"] < 10 and r["val/loss"] == r["val/loss"] for r in val)
+    best = read_best(tmp_path)
+    scores = {r["step"]: r["val/abs_rel"] for r in val if r["step"] % 2 == 0}
+    best_step = min(scores, key=scores.get)
+    assert best == {"checkpoint": f"epoch_000{best_step // 2}", "step": best_step, "metric": "val/abs_rel",
+                    "value": scores[best_step]}  # fmt: skip
+    assert [a.tag for a in find_adapters(tmp_path)] == ["epoch_0001", "epoch_0002"]  # `best` is no epoch
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0}).Reload()
+    assert {"val/depth_pred", "val/depth_gt"} <= set(events.Tags()["images"])
+    assert [e.step for e in events.Scalars("val/abs_rel")] == [1, 2, 3, 4]
+
+
+def test_early_stop_and_resume_after_it(shards, tmp_path, monkeypatch):
+    scores = iter([0.5, 0.4, 0.6, 0.7, 0.8, 0.9])
+
+    def scripted(self, model):
+        return {"val/loss": 1.0, "val/abs_rel": next(scores), "val/windows": 1}
+
+    monkeypatch.setattr(Validator, "run", scripted)
+    overrides = ("run.steps=6", "run.steps_per_epoch=2", "run.val_every=1", "run.early_stop_patience=1")
+    Trainer(_config(shards, *overrides), tmp_path, CPU).run()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "best",
+        "epoch_0001",
+        "epoch_0002",
+    ]
+    assert read_best(tmp_path)["checkpoint"] == "epoch_0001"
+    rows = (tmp_path / METRICS_FILE).read_text()
+    assert max(json.loads(line)["step"] for line in rows.splitlines()) == 3
+    Trainer(_config(shards, *overrides), tmp_path, CPU, resume=True).run()  # nothing left to do
+    assert (tmp_path / METRICS_FILE).read_text() == rows
+
+
+def test_validation_needs_val_frames_and_a_divisor_of_the_epoch(shards, tmp_path):
+    with pytest.raises(ConfigError, match="run.val_every: 3 does not divide run.steps_per_epoch=4"):
+        _config(shards, "run.steps_per_epoch=4", "run.val_every=3")
+    with pytest.raises(ConfigError, match="run.early_stop_patience: needs validation"):
+        _config(shards, "run.early_stop_patience=2")
+    with pytest.raises(ConfigError, match="run.val_split: data.split: no frames with split 'test'"):
+        Trainer(_config(shards, "run.val_every=1", "run.val_split=test"), tmp_path, CPU)
+
+
+def test_seed_parity_config_differs_from_strategy_b_only_as_documented():
+    configs = REPO / "configs" / "train"
+    seed, ours = load_config(configs / "strategy_b_seed.yaml"), load_config(configs / "strategy_b.yaml")
+    assert (seed.loss.semantic_weights, seed.loss.facade_boost, seed.loss.facade_boost_floor) == (
+        {},
+        1.0,
+        1.0,
+    )
+    assert seed.lora.dropout == 0.1 and seed.optim.weight_decay == 0.0
+    assert (seed.optim.warmup, seed.optim.min_lr_ratio) == (0.15, 0.01)
+    assert seed.data.batch_size * seed.optim.grad_accum == 8
+    documented = {
+        ("loss", "semantic_weights"), ("loss", "facade_boost"), ("lora", "dropout"),
+        ("optim", "weight_decay"), ("optim", "warmup"), ("optim", "min_lr_ratio"), ("optim", "grad_accum"),
+        ("name",),
+    }  # fmt: skip
+    a, b = seed.to_dict(), ours.to_dict()
+    differing = {(k,) for k in a if not isinstance(a[k], dict) and a[k] != b[k]} | {
+        (k, sub) for k in a if isinstance(a[k], dict) for sub in a[k] if a[k][sub] != b[k][sub]
+    }
+    assert differing == documented

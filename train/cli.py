@@ -30,12 +30,16 @@ def run(
     weights: Annotated[str | None, typer.Option(help="Base weights: local path or HF id")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<name>)")] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the last complete checkpoint")
+        bool, typer.Option("--resume", help="Continue from the newest checkpoint that loads")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Discard checkpoints and logs of an earlier run in --out")
     ] = False,
 ) -> None:
     """Train; extra arguments are `section.key=value` config overrides."""
     from .distributed import setup, teardown
-    from .trainer import Trainer
+    from .resume import NoLoadableCheckpoint
+    from .trainer import Trainer, TrainingDiverged
 
     overrides = list(ctx.args)
     if shards is not None:
@@ -60,11 +64,17 @@ def run(
     run_dir = Path(out or Path("runs") / cfg.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        trainer = Trainer(cfg, run_dir, info, resume=resume)
+        trainer = Trainer(cfg, run_dir, info, resume=resume, overwrite=overwrite)
         trainer.run()
     except ConfigError as exc:
         console.print(f"[bold red]config error:[/] {exc}")
         raise typer.Exit(code=2) from None
+    except NoLoadableCheckpoint as exc:
+        console.print(f"[bold red]cannot resume:[/] {exc}")
+        raise typer.Exit(code=1) from None
+    except TrainingDiverged as exc:
+        console.print(f"[bold red]training stopped:[/] {exc}")
+        raise typer.Exit(code=1) from None
     finally:
         teardown()
     if info.is_main:

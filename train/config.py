@@ -4,6 +4,9 @@ validated up front with messages that name the offending key."""
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +19,9 @@ from shards import PATCH_SIZE, STRATA
 
 from .model import PRESETS, LoraSpec
 from .run_dir import ModelSpec
+
+PRECISIONS = ("bf16", "fp16", "fp32")
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -126,6 +132,10 @@ class LossConfig:
     min_valid_frames: int = 2
     depth_quantile: float = 0.98
 
+    def head_weights(self) -> dict[str, float]:
+        """Loss weight of each model head's output; heads at 0 are not run in training."""
+        return {"camera": self.camera_weight, "depth": self.depth_weight, "point": self.point_weight}
+
 
 @dataclass
 class OptimConfig:
@@ -136,7 +146,11 @@ class OptimConfig:
     clip_heads: float = 0.5
     clip_aggregator: float = 0.3
     grad_accum: int = 1
-    bf16: bool = True  # autocast on CUDA only; CPU runs float32
+    # aggregator autocast dtype (heads stay float32); fp16 adds a dynamic loss scale (GradScaler)
+    precision: str = "bf16"
+    # optimizer steps with non-finite gradients are skipped and counted; this many in a row stop
+    # the run (fp16's loss scale may need a few skipped steps to settle at the start)
+    max_bad_steps: int = 20
 
 
 @dataclass
@@ -146,6 +160,15 @@ class RunConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "auto"
+    # validation every `val_every` steps (0 = none) on `val_windows` fixed windows of `val_split`;
+    # it must divide steps_per_epoch so that every checkpoint has a score (the last step and an
+    # early stop are validated and checkpointed too)
+    val_every: int = 0
+    val_split: str = "val"
+    val_windows: int = 16
+    best_metric: str = "val/abs_rel"  # or val/loss; checkpoints/best names the lowest
+    early_stop_patience: int = 0  # validations without a new best before stopping; 0 = never
+    image_every: int = 0  # TensorBoard depth pictures of the first val window; 0 = none
 
 
 @dataclass
@@ -221,7 +244,79 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {key!r}: {part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {override!r}: value is not valid YAML ({_yaml_problem(exc)})") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """`problem at line L, column C` of a YAML error, without PyYAML's multi-line dump."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def _check_ranges(config: TrainConfig) -> None:
+    """Numbers of the loss, optim and run sections that must lie in a range; NaN fails all."""
+    loss, optim, run = config.loss, config.optim, config.run
+    checks = [
+        ("optim.lr", optim.lr, optim.lr > 0, "> 0"),
+        ("optim.weight_decay", optim.weight_decay, optim.weight_decay >= 0, ">= 0"),
+        ("optim.warmup", optim.warmup, 0 <= optim.warmup < 1, "a fraction of the steps in [0, 1)"),
+        ("optim.min_lr_ratio", optim.min_lr_ratio, 0 <= optim.min_lr_ratio <= 1, "in [0, 1]"),
+        ("optim.clip_heads", optim.clip_heads, optim.clip_heads > 0, "> 0"),
+        ("optim.clip_aggregator", optim.clip_aggregator, optim.clip_aggregator > 0, "> 0"),
+        ("optim.grad_accum", optim.grad_accum, optim.grad_accum >= 1, ">= 1"),
+        ("optim.max_bad_steps", optim.max_bad_steps, optim.max_bad_steps >= 1, ">= 1"),
+        ("run.steps", run.steps, run.steps >= 1, ">= 1"),
+        ("run.steps_per_epoch", run.steps_per_epoch, run.steps_per_epoch >= 1, ">= 1"),
+        ("run.log_every", run.log_every, run.log_every >= 1, ">= 1"),
+        ("run.seed", run.seed, run.seed >= 0, ">= 0"),
+        ("run.val_every", run.val_every, run.val_every >= 0, ">= 0"),
+        ("run.val_windows", run.val_windows, run.val_windows >= 1, ">= 1"),
+        ("run.early_stop_patience", run.early_stop_patience, run.early_stop_patience >= 0, ">= 0"),
+        ("run.image_every", run.image_every, run.image_every >= 0, ">= 0"),
+        ("loss.min_valid_pixels", loss.min_valid_pixels, loss.min_valid_pixels >= 1, ">= 1"),
+        ("loss.min_valid_frames", loss.min_valid_frames, loss.min_valid_frames >= 1, ">= 1"),
+        ("loss.depth_quantile", loss.depth_quantile, 0 < loss.depth_quantile <= 1, "in (0, 1]"),
+        ("loss.facade_boost_decay", loss.facade_boost_decay, loss.facade_boost_decay >= 0, ">= 0"),
+    ]
+    for name in ("camera_weight", "depth_weight", "point_weight", "gradient_weight", "facade_boost",
+                 "facade_boost_floor"):  # fmt: skip
+        value = getattr(loss, name)
+        checks.append((f"loss.{name}", value, value >= 0, ">= 0"))
+    for label, value in loss.semantic_weights.items():
+        checks.append((f"loss.semantic_weights.{label}", value, value >= 0, ">= 0"))
+    for key, value, ok, need in checks:
+        if not ok or not math.isfinite(value):
+            raise ConfigError(f"{key}: must be {need}, got {value!r}")
+    if loss.camera_weight + loss.depth_weight + loss.point_weight <= 0:
+        raise ConfigError("loss: camera_weight, depth_weight and point_weight are all 0; nothing to train")
+    if optim.precision not in PRECISIONS:
+        raise ConfigError(f"optim.precision: expected one of {'|'.join(PRECISIONS)}, got {optim.precision!r}")
+    idle = [h for h in config.lora.heads if loss.head_weights().get(h, 1.0) == 0]
+    if idle:
+        raise ConfigError(
+            f"lora.heads: {idle} adapted but loss weight 0, so never run in training; "
+            "drop them from lora.heads or give them a loss weight"
+        )
+    _check_validation(run)
+    if run.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", run.device):
+        raise ConfigError(f"run.device: expected auto, cpu, cuda or cuda:N, got {run.device!r}")
+
+
+def _check_validation(run: RunConfig) -> None:
+    if run.val_every and run.steps_per_epoch % run.val_every:
+        raise ConfigError(
+            f"run.val_every: {run.val_every} does not divide run.steps_per_epoch={run.steps_per_epoch}; "
+            "every checkpoint needs a validation score"
+        )
+    for key in ("early_stop_patience", "image_every"):
+        if getattr(run, key) and not run.val_every:
+            raise ConfigError(f"run.{key}: needs validation (set run.val_every)")
+    if run.best_metric not in ("val/abs_rel", "val/loss"):
+        raise ConfigError(f"run.best_metric: expected val/abs_rel or val/loss, got {run.best_metric!r}")
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -236,10 +331,7 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise ConfigError("data.strata_weights: weights must be >= 0 and not all zero")
     _validate_data(config.data)
     _validate_augment(config.augment)
-    if config.run.steps < 1 or config.run.steps_per_epoch < 1:
-        raise ConfigError("run.steps and run.steps_per_epoch must be >= 1")
-    if config.optim.grad_accum < 1:
-        raise ConfigError("optim.grad_accum must be >= 1")
+    _check_ranges(config)
     return config
 
 
@@ -317,7 +409,12 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} not found")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot be read ({exc})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = loaded
@@ -325,4 +422,22 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     for override in overrides:
         _apply_override(data, override)
     _migrate(data)
+    _map_renamed_keys(data)
     return validate(_build(TrainConfig, data, ""))
+
+
+def _map_renamed_keys(data: dict[str, Any]) -> None:
+    """Configs written before `optim.precision` existed: `optim.bf16: true` means bf16 and
+    `false` float32 (it never selected fp16)."""
+    optim = data.get("optim")
+    if not isinstance(optim, dict) or "bf16" not in optim:
+        return
+    if "precision" in optim:
+        raise ConfigError("optim.bf16 is replaced by optim.precision; give only optim.precision")
+    bf16 = optim.pop("bf16")
+    if not isinstance(bf16, bool):
+        raise ConfigError(
+            f"optim.bf16: expected true/false, got {bf16!r} (use optim.precision: bf16|fp16|fp32)"
+        )
+    optim["precision"] = "bf16" if bf16 else "fp32"
+    log.info("optim.bf16: %s read as optim.precision: %s", bf16, optim["precision"])

@@ -482,3 +482,32 @@ def step_sampler(
         return step_shape(clamped, dataset.cfg.seq_len, dataset._stored_size, dataset.seed, step)
 
     return RankSampler(steps, largest, rank, world_size, start_step, shape_of, batch_of)
+
+
+def validation_windows(
+    store_root: str, cfg: DataConfig, split: str, count: int, augment: AugmentConfig | None = None
+) -> list[dict[str, torch.Tensor]]:
+    """Up to `count` windows of consecutive `split` frames (by the same window rules as
+    training), anchors spread evenly over the split, at the training output size with no zoom
+    and no colour jitter, crop origin fixed per window: the same windows at every validation."""
+    store = ShardStore(store_root)
+    windows = WindowIndex(store, replace(cfg, split=split, val_buffer_m=0.0))
+    crop = replace((augment or AugmentConfig()).crop, zoom=False)
+    picks = np.unique(np.linspace(0, len(windows.anchors) - 1, count).round().astype(int))
+    out = []
+    for i, pick in enumerate(picks):
+        anchor = windows.anchors[pick]
+        run = windows.runs[anchor.run]
+        start = min(anchor.position, len(run.frames) - cfg.seq_len)
+        picked = run.frames[start : start + cfg.seq_len]
+        window = store.read_window(run.dataset, run.sequence, picked)
+        mask_nonfinite(window, f"{store_root}: {run.dataset}/{run.sequence} frames {picked.tolist()}")
+        sample = normalise_window(window)
+        height, width = output_size(crop, *sample["depth"].shape[1:3], aspect=None)
+        sample = zoom_crop(sample, crop, height, width, np.random.default_rng(i))
+        sample["semantic"] = sample["semantic"].astype(np.int64)
+        images = sample.pop("image").astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+        item = {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in sample.items()}
+        item["images"] = torch.from_numpy(np.ascontiguousarray(images))[None]
+        out.append(item)
+    return out

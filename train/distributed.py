@@ -44,3 +44,12 @@ def teardown() -> None:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def broadcast_flag(flag: bool) -> bool:
+    """Rank 0's decision, on every rank (e.g. stop early)."""
+    if not dist.is_initialized():
+        return flag
+    box = [flag]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])

@@ -15,14 +15,19 @@ from .model import (
     print_trainable_parameters,
 )
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
 
 def build_lora_model(cfg: TrainConfig, device: torch.device, verbose: bool = True) -> PeftModel:
     base = build_base_model(
         size=cfg.model.size,
         weights=cfg.model.weights,
         seed=cfg.run.seed,
-        bf16=cfg.optim.bf16 and device.type == "cuda",
         activation_checkpointing=cfg.model.activation_checkpointing,
+    )
+    base.aggregator_dtype = AUTOCAST_DTYPES[cfg.optim.precision]
+    base.autocast_on_cpu = (
+        True  # the precision asked for, on CPU as well (PyTorch autocasts bf16 and fp16 there)
     )
     model = apply_lora(base, cfg.lora)
     if cfg.lora.init_from:

@@ -2,7 +2,9 @@
 
 `RUN_DIR/checkpoints/epoch_XXXX/` holds the peft adapter (`adapter_config.json`,
 `adapter_model.safetensors`), the trainer state and the run's resolved `config.yaml`;
-`RUN_DIR/metrics.jsonl` and `RUN_DIR/tensorboard/` hold the logs. Checkpoints are written
+`RUN_DIR/metrics.jsonl` and `RUN_DIR/tensorboard/` hold the logs. With validation on,
+`RUN_DIR/checkpoints/best` is a small JSON file (not a folder, so never taken for a
+checkpoint) naming the checkpoint with the best validation score. Checkpoints are written
 under a temporary name and renamed when complete (shards.atomic), so a half-written one is
 never picked up.
 
@@ -13,6 +15,7 @@ tolerantly: a key added or renamed in a later version does not make older runs u
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ CONFIG_FILE = "config.yaml"
 STATE_FILE = "trainer_state.pt"
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+BEST_FILE = "best"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
@@ -68,6 +72,20 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def discard_partial(run_dir: Path) -> int:
     """Remove half-written checkpoints left by a killed run."""
     return discard_staging(Path(run_dir) / CHECKPOINTS_DIR, recursive=False)
+
+
+def write_best(run_dir: Path, record: dict) -> None:
+    """Name the best checkpoint (`record["checkpoint"]`, its metric and value) atomically."""
+    write_text_atomic(Path(run_dir) / CHECKPOINTS_DIR / BEST_FILE, json.dumps(record) + "\n")
+
+
+def read_best(run_dir: Path) -> dict | None:
+    """What `write_best` recorded, or None when the run has no (readable) record."""
+    try:
+        record = json.loads((Path(run_dir) / CHECKPOINTS_DIR / BEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("checkpoint"), str) else None
 
 
 def write_config(path: Path, config: dict) -> None:

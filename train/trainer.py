@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import shutil
 import time
 from pathlib import Path
 
@@ -18,38 +20,17 @@ from tqdm import tqdm
 from shards.atomic import fresh_staging_dir, publish_dir
 
 from . import run_dir as layout
-from .config import TrainConfig
-from .data import WindowDataset, step_sampler
-from .distributed import DistInfo, barrier
+from .config import ConfigError, TrainConfig
+from .data import WindowDataset, step_sampler, validation_windows
+from .distributed import DistInfo, barrier, broadcast_flag
 from .losses import batch_loss
 from .model import load_adapter_weights, save_adapter
 from .modeling import build_lora_model, clip_groups, gt_pose_encoding
+from .resume import load_newest, rng_state, save_state, set_rng_state, truncate_metrics
 from .schedule import lr_factor
+from .validation import BestTracker, Validator
 
 log = logging.getLogger(__name__)
-
-
-def _rng_state() -> dict:
-    """Only torch draws random numbers in the loop (LoRA dropout); data randomness is a pure
-    function of (seed, sample id) and needs no state."""
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from; they will be re-logged."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in kept))
 
 
 def _mean_over_ranks(terms: list[dict[str, float]]) -> dict[str, float]:
@@ -65,9 +46,37 @@ def _mean_over_ranks(terms: list[dict[str, float]]) -> dict[str, float]:
     return dict(zip(keys, values.tolist(), strict=True))
 
 
+def start_fresh(run_dir: Path, overwrite: bool) -> None:
+    """A run started without --resume: its logs start empty, and checkpoints of an earlier run
+    in the same folder are only discarded when asked (else a later --resume could mix them)."""
+    found = layout.list_checkpoints(run_dir)
+    if found and not overwrite:
+        raise ConfigError(
+            f"{run_dir} already holds checkpoints ({found[0].name} .. {found[-1].name}): pass --resume "
+            "to continue that run, --overwrite to discard it, or choose another --out"
+        )
+    for path in (run_dir / layout.CHECKPOINTS_DIR, run_dir / layout.TENSORBOARD_DIR):
+        shutil.rmtree(path, ignore_errors=True)
+    (run_dir / layout.METRICS_FILE).unlink(missing_ok=True)
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many optimizer steps in a row had non-finite gradients."""
+
+
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: Path, dist_info: DistInfo, resume: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        run_dir: Path,
+        dist_info: DistInfo,
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> None:
         self.cfg, self.run_dir, self.dist = cfg, Path(run_dir), dist_info
+        if not resume and dist_info.is_main:
+            start_fresh(self.run_dir, overwrite)
+        barrier()
         self.device = dist_info.device
         self.micro_steps = cfg.run.steps * cfg.optim.grad_accum
         torch.manual_seed(cfg.run.seed)
@@ -82,11 +91,19 @@ class Trainer:
             self.optimizer,
             lambda s: lr_factor(s, cfg.run.steps, cfg.optim.warmup, cfg.optim.min_lr_ratio),
         )
+        # fp16: dynamic loss scale; for bf16 / fp32 a disabled scaler whose calls pass through
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.optim.precision == "fp16")
+        self.heads = tuple(h for h, w in cfg.loss.head_weights().items() if w > 0)  # others are not run
         self.step = 0
         self.skipped = 0
+        self.nonfinite_steps = 0  # optimizer steps skipped for non-finite gradients
+        self.bad_in_row = 0
+        self.tracker = BestTracker(cfg.run.best_metric, cfg.run.early_stop_patience)
+        self.stopped_early = False
         self.history: list[dict] = []
         if resume:
             self._resume()
+        self.validator = self._validator() if cfg.run.val_every and dist_info.is_main else None
         self.net = (
             DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
@@ -129,42 +146,77 @@ class Trainer:
     # ---- state ---------------------------------------------------------------------------
 
     def _resume(self) -> None:
-        layout.discard_partial(self.run_dir)
-        found = layout.list_checkpoints(self.run_dir)
-        if not found:
+        found = load_newest(self.run_dir, self._restore)
+        if found is None:
             log.info("no complete checkpoint in %s; starting from scratch", self.run_dir)
-            return
-        last = found[-1]
-        load_adapter_weights(self.model, last)
-        state = torch.load(last / layout.STATE_FILE, map_location="cpu", weights_only=False)
+        else:
+            checkpoint, state = found
+            self.step, self.skipped = state["step"], state["skipped"]
+            self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
+            self.stopped_early = bool(state.get("stopped_early", False))
+            if "validation" in state:
+                self.tracker.restore(state["validation"])
+            set_rng_state(state["rng"])
+            log.info("resumed from %s at step %d", checkpoint, self.step)
+        if self.dist.is_main:
+            truncate_metrics(self.run_dir / layout.METRICS_FILE, self.step)
+            if self.tracker.best_checkpoint_step is not None:  # the record may name a newer, unloadable one
+                self._write_best()
+
+    def _validator(self) -> Validator:
+        run = self.cfg.run
+        try:
+            windows = validation_windows(
+                self.cfg.data.shards, self.cfg.data, run.val_split, run.val_windows, self.cfg.augment
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"run.val_split: {exc}") from None
+        return Validator(windows, self.cfg.loss, self.heads, self.device)
+
+    def _checkpoint_dir(self, step: int) -> Path:
+        """Checkpoint of `step`: epoch_N for the epoch it ends or, mid-epoch (the last step,
+        an early stop), the epoch it falls in."""
+        return layout.epoch_dir(self.run_dir, -(-step // self.cfg.run.steps_per_epoch))
+
+    def _write_best(self) -> None:
+        best = self.tracker
+        layout.write_best(self.run_dir, {
+            "checkpoint": self._checkpoint_dir(best.best_checkpoint_step).name,
+            "step": best.best_checkpoint_step, "metric": best.metric, "value": best.best_checkpoint_value,
+        })  # fmt: skip
+
+    def _restore(self, checkpoint: Path, state: dict) -> None:
+        """Load one checkpoint's adapter and optimizer state (raises when they do not fit)."""
+        load_adapter_weights(self.model, checkpoint)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.skipped = state["step"], state["skipped"]
-        _set_rng_state(state["rng"])
-        if self.dist.is_main:
-            _truncate_metrics(self.run_dir / layout.METRICS_FILE, self.step)
-        log.info("resumed from %s at step %d", last, self.step)
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
     def _save(self) -> Path:
-        epoch = self.step // self.cfg.run.steps_per_epoch
-        final = layout.epoch_dir(self.run_dir, epoch)
+        final = self._checkpoint_dir(self.step)
+        epoch = layout.epoch_of(final)
         if self.dist.is_main:
             tmp = fresh_staging_dir(final)
             save_adapter(self.model, tmp)
-            torch.save(
-                {
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "step": self.step,
-                    "epoch": epoch,
-                    "skipped": self.skipped,
-                    "rng": _rng_state(),
-                    "sampler_position": self.step * self.cfg.optim.grad_accum,
-                },
-                tmp / layout.STATE_FILE,
-            )
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "step": self.step,
+                "epoch": epoch,
+                "skipped": self.skipped,
+                "nonfinite_steps": self.nonfinite_steps,
+                "scaler": self.scaler.state_dict(),
+                "validation": self.tracker.state(),
+                "stopped_early": self.stopped_early,
+                "rng": rng_state(),
+                "sampler_position": self.step * self.cfg.optim.grad_accum,
+            }
+            save_state(tmp / layout.STATE_FILE, state)
             layout.write_config(tmp / layout.CONFIG_FILE, self.cfg.to_dict())
             publish_dir(tmp, final)
+            if self.tracker.best_checkpoint_step == self.step:
+                self._write_best()
         barrier()
         return final
 
@@ -182,16 +234,46 @@ class Trainer:
         batch = {
             k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
         }
-        outputs = self.net(batch["images"])  # the model applies bf16 autocast to its aggregator
+        outputs = self.net(batch["images"], heads=self.heads)  # aggregator autocast: optim.precision
         gt_pose = gt_pose_encoding(batch["cam_from_world"], batch["intrinsics"], batch["images"].shape[-2:])
         loss, terms = batch_loss(outputs, batch, gt_pose, self.cfg.loss, progress)
         if loss is None:
             # keep DDP ranks in step: a zero loss that touches every output
             loss = sum(v.sum() for k, v in outputs.items() if torch.is_tensor(v) and v.requires_grad) * 0.0
-            (loss / self.cfg.optim.grad_accum).backward()
+            self.scaler.scale(loss / self.cfg.optim.grad_accum).backward()
             return None
-        (loss / self.cfg.optim.grad_accum).backward()
+        self.scaler.scale(loss / self.cfg.optim.grad_accum).backward()
         return {"loss": float(loss.detach()), **terms}
+
+    def _apply_gradients(self) -> tuple[dict[str, float], float]:
+        """Unscale (fp16), clip per group, step on finite gradients, advance the schedule;
+        returns the gradient norms and the lr used."""
+        self.scaler.unscale_(self.optimizer)
+        norms = self._clip()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self._optimizer_step(all(math.isfinite(v) for v in norms.values()))
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norms, lr
+
+    def _optimizer_step(self, finite: bool) -> None:
+        """Step on finite gradients only; a skipped step is counted, and `optim.max_bad_steps`
+        of them in a row stop the run (the last checkpoint holds finite adapters)."""
+        if finite:
+            self.scaler.step(self.optimizer)
+            self.bad_in_row = 0
+        else:
+            self.nonfinite_steps += 1
+            self.bad_in_row += 1
+            log.warning("step %d: non-finite gradients, optimizer step skipped", self.step + 1)
+        self.scaler.update()
+        if self.bad_in_row >= self.cfg.optim.max_bad_steps:
+            raise TrainingDiverged(
+                f"{self.bad_in_row} optimizer steps in a row (up to step {self.step + 1}) had non-finite "
+                f"gradients (optim.max_bad_steps={self.cfg.optim.max_bad_steps}); stopped. Check the "
+                f"data for NaN/inf, lower optim.lr or use optim.precision=bf16/fp32; "
+                f"checkpoints in {self.run_dir / layout.CHECKPOINTS_DIR} hold finite adapters"
+            )
 
     def run(self) -> list[dict]:
         cfg, accum = self.cfg, self.cfg.optim.grad_accum
@@ -200,7 +282,9 @@ class Trainer:
         if main:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(str(self.run_dir / layout.TENSORBOARD_DIR))
+            # events past the checkpoint a resumed run continues from are dropped, as in metrics.jsonl
+            purge = self.step + 1 if self.step else None
+            writer = SummaryWriter(str(self.run_dir / layout.TENSORBOARD_DIR), purge_step=purge)
         bar = tqdm(total=cfg.run.steps, initial=self.step, desc="train", unit="step", disable=not main)
         self.model.train()
         since_log: list[dict[str, float]] = []  # loss terms of the micro-steps since the last log line
@@ -212,7 +296,7 @@ class Trainer:
                 fh.write(json.dumps({"step": 0, "data": self.data_report.to_dict()}) + "\n")
         tick = time.perf_counter()
         loader = iter(self.loader)
-        while self.step < cfg.run.steps:
+        while self.step < cfg.run.steps and not self.stopped_early:
             for _ in range(accum):
                 t0 = time.perf_counter()
                 batch = next(loader)
@@ -227,11 +311,7 @@ class Trainer:
                     self.skipped += 1
                 else:
                     since_log.append(terms)
-            norms = self._clip()
-            lr = self.optimizer.param_groups[0]["lr"]
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            norms, lr = self._apply_gradients()
             self.step += 1
             bar.update(1)
             logging_step = self.step % cfg.run.log_every == 0 or self.step == cfg.run.steps
@@ -246,6 +326,7 @@ class Trainer:
                     "frames_per_s": frames * self.dist.world_size / max(elapsed, 1e-9),
                     "data_wait_share": wait / max(wait + compute, 1e-9),
                     "skipped_batches": self.skipped,
+                    "nonfinite_steps": self.nonfinite_steps,
                     **data_counts,
                 }
                 if self.device.type == "cuda":
@@ -254,14 +335,44 @@ class Trainer:
                 bar.set_postfix(loss=record.get("loss", float("nan")))
             if logging_step:
                 since_log, frames, wait, compute, tick = [], 0, 0.0, 0.0, time.perf_counter()
-            if self.step % cfg.run.steps_per_epoch == 0 or self.step == cfg.run.steps:
+            if cfg.run.val_every and (self.step % cfg.run.val_every == 0 or self.step == cfg.run.steps):
+                self.stopped_early = self._validate(writer)
+            if self.validator is not None and cfg.run.image_every and self.step % cfg.run.image_every == 0:
+                pred, gt = self.validator.pictures(self.model)
+                writer.add_images("val/depth_pred", pred, self.step)
+                writer.add_images("val/depth_gt", gt, self.step)
+            if self._checkpoint_step() or self.stopped_early:
                 path = self._save()
                 if main:
                     log.info("checkpoint %s", path)
+        if self.stopped_early and main:
+            best = self.tracker.best_checkpoint_step
+            log.info(
+                "stopped early at step %d: no lower %s in %d validations; best: %s",
+                self.step, self.tracker.metric, self.tracker.since_best,
+                "none (no finite score)" if best is None else self._checkpoint_dir(best).name,
+            )  # fmt: skip
         bar.close()
         if writer is not None:
             writer.close()
         return self.history
+
+    def _validate(self, writer) -> bool:
+        """Validate on the main rank, log it, and tell every rank whether to stop early."""
+        stop = False
+        if self.validator is not None:
+            values = self.validator.run(self.model)
+            value = values[self.tracker.metric]
+            self.tracker.update(value)
+            stop = self.tracker.exhausted
+            if self._checkpoint_step() or stop:  # a checkpoint of this step follows
+                self.tracker.checkpointed(value, self.step)
+            best = {"val/best": self.tracker.best, "val/since_best": self.tracker.since_best}
+            self._log({"step": self.step, **values, **best}, writer)
+        return broadcast_flag(stop)
+
+    def _checkpoint_step(self) -> bool:
+        return self.step % self.cfg.run.steps_per_epoch == 0 or self.step == self.cfg.run.steps
 
     def _log(self, record: dict, writer) -> None:
         self.history.append(record)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from . import rig
 from .render import render_frame
 from .scene import METRES_PER_FRAME, Street
+from .static_cloud import write_static_windows
 
 log = logging.getLogger(__name__)
 SEQUENCE_IDS = (0, 2, 3, 4, 5, 6, 7, 9, 10)
@@ -84,10 +85,15 @@ def _missing_semantics(frames: int) -> set[int]:
     return {f for f in (6, 23) if f < frames}
 
 
-def _write_sequence(out: Path, name: str, frames: int, seed: int, noise_sigma: float) -> list[int]:
+def _write_sequence(
+    out: Path, name: str, frames: int, seed: int, noise_sigma: float, static_spacing: float | None
+) -> list[int]:
     root, gt = out / "KITTI-360", out / "ground_truth" / name
     rng = np.random.default_rng(seed)
     street = Street(frames, rng)
+    if static_spacing:
+        static = root / "data_3d_semantics" / "train" / name / "static"
+        write_static_windows(static, street, frames, static_spacing, seed)
     wobble = rng.uniform(0, 2 * np.pi, 3)
     dirs = {
         "image": root / "data_2d_raw" / name / "image_00" / "data_rect",
@@ -125,10 +131,17 @@ def _write_sequence(out: Path, name: str, frames: int, seed: int, noise_sigma: f
 
 
 def generate_synthetic_kitti360(
-    out_dir: str | Path, frames: int = 40, seed: int = 0, sequences: int = 2, noise_sigma: float = 0.005
+    out_dir: str | Path,
+    frames: int = 40,
+    seed: int = 0,
+    sequences: int = 2,
+    noise_sigma: float = 0.005,
+    static_spacing: float | None = 0.2,
 ) -> SynthDataset:
     """Write `sequences` sequences of `frames` frames; sequence 0000 is listed as train and
-    0002 as val in the official-style split files (frames with semantics only)."""
+    0002 as val in the official-style split files (frames with semantics only). Each sequence
+    gets two overlapping static-cloud windows sampled every `static_spacing` metres (None: no
+    clouds; KITTI-360's own are centimetre-dense, coarser keeps tests fast)."""
     if not 1 <= sequences <= len(SEQUENCE_IDS):
         raise ValueError(f"sequences must be in 1..{len(SEQUENCE_IDS)}")
     if frames < 2:
@@ -139,7 +152,7 @@ def generate_synthetic_kitti360(
     names = tuple(f"2013_05_28_drive_{i:04d}_sync" for i in SEQUENCE_IDS[:sequences])
     lists: dict[str, list[str]] = {"train": [], "val": []}
     for k, name in enumerate(names):
-        labelled = _write_sequence(out, name, frames, seed + k, noise_sigma)
+        labelled = _write_sequence(out, name, frames, seed + k, noise_sigma, static_spacing)
         split = "val" if k == 1 else "train"
         lists[split] += [
             f"data_2d_raw/{name}/image_00/data_rect/{f:010d}.png "

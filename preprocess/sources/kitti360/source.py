@@ -1,6 +1,7 @@
 """KITTI-360 as a source: units are fixed `chunk_frames` runs of a sequence's posed frames;
-each frame's depth is its LiDAR sweep plus its +-N posed neighbours (sweeps.py) and its
-building mask comes from its 2D semantics."""
+each frame's depth is its LiDAR sweep plus its +-N posed neighbours (sweeps.py), merged with
+the sequence's static clouds where it has them (static_depth.py), and its building mask
+comes from its 2D semantics."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ from .reader import (
     sequence_name,
     split_list_paths,
 )
+from .static_depth import WINDOW_CACHE, StaticSettings, check_labels, merge_depth, render_clouds
+from .static_ply import Window, check_static_ply, list_windows, static_dir
 from .sweeps import DepthSettings, SweepAccumulator, read_sweep_inputs, sweep_frames
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,9 @@ class Kitti360Config:
     width: int | None = 518
     building_labels: tuple[int, ...] = (BUILDING_LABEL,)
     chunk_frames: int = 128
+    # static clouds: None uses a sequence's static/ folder when it has one, True requires it
+    static_clouds: bool | None = None
+    static: StaticSettings = field(default_factory=StaticSettings)
 
     def __post_init__(self) -> None:
         check_width(self.width)
@@ -66,6 +72,20 @@ class Kitti360Config:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def hashed(self, clouds: bool) -> dict:
+        """What a unit's config hash covers: the static-cloud settings only where clouds are
+        used, so a LiDAR-only unit hashes as it did before clouds existed."""
+        out = self.to_dict()
+        del out["static_clouds"], out["static"]
+        return {**out, "static": self.static.to_dict()} if clouds else out
+
+
+@dataclass
+class Kitti360Unit(UnitPlan[str]):
+    """A unit with the static-cloud windows that cover any of its frames."""
+
+    windows: tuple[Window, ...] = ()
 
 
 def assign_splits(sequence: str, frames: list[int], lists: dict[tuple[str, int], str]) -> dict[int, str]:
@@ -94,15 +114,18 @@ def lidar_record(
     K: np.ndarray,
     cam_from_world: np.ndarray,
     building_labels: tuple[int, ...],
+    static_points: int | None = None,
 ) -> FrameRecord:
     """A KITTI-360 frame at the stored size: its labels say what is building, and without
-    labels nothing is known about buildings."""
+    labels nothing is known about buildings. `static_points`: cloud points that gave depth,
+    None when no static cloud covered the frame."""
     known = semantic is not None
     building = label_lut(building_labels)[semantic] if known else np.zeros(depth.shape, bool)
     return FrameRecord(
         frame=frame, split=split, image=image, depth=depth, semantic=semantic,
         building_mask=building, building_known=known, K=K, cam_from_world=cam_from_world,
-        depth_source="lidar", sweeps=sweeps,
+        depth_source="lidar+static" if static_points is not None else "lidar", sweeps=sweeps,
+        static_points=static_points or 0,
     )  # fmt: skip
 
 
@@ -179,6 +202,7 @@ class Kitti360Source:
         except ValueError as exc:
             raise InputError(split_list_paths(self.root)["train"].parent, str(exc)) from None
         centres = [f for f in candidates if self.split == "all" or splits[f] == self.split]
+        windows = self._static_windows(name)
         size = target_size(config.width, self.calibration.size)
         n = config.depth.accumulate
         calib_files = [self.root / "calibration" / f for f in CALIBRATION_FILES]
@@ -192,22 +216,47 @@ class Kitti360Source:
             inputs = [*calib_files, seq.pose_dir / "poses.txt"]
             inputs += [seq.image_path(f) for f in frames]
             inputs += [p for f in neighbourhood for p in (seq.sweep_path(f), seq.semantic_path(f))]
-            digest = config_hash(
-                {**config.to_dict(), "centres": frames, "splits": unit_splits}, files_fingerprint(inputs)
+            used = (
+                tuple(w for w in windows if any(w.covers(f) for f in frames)) if windows is not None else ()
             )
-            units.append(UnitPlan(name, f"{key * config.chunk_frames:010d}", size, unit_splits, digest))
-        return SequencePlan(name, units, skipped)
+            hashed = {**config.hashed(windows is not None), "centres": frames, "splits": unit_splits}
+            if windows is not None:
+                hashed["static_windows"] = [w.path.name for w in used]
+                inputs += [w.path for w in used]
+            digest = config_hash(hashed, files_fingerprint(inputs))
+            unit_name = f"{key * config.chunk_frames:010d}"
+            units.append(Kitti360Unit(name, unit_name, size, unit_splits, digest, used))
+        details = {"static_windows": [w.path.name for w in windows]} if windows is not None else {}
+        return SequencePlan(name, units, skipped, details)
+
+    def _static_windows(self, name: str) -> list[Window] | None:
+        """The sequence's static-cloud windows (headers checked), or None when clouds are off
+        for it: --no-static-clouds, or no static/ folder without --static-clouds."""
+        folder = static_dir(self.root, name)
+        wanted = self.config.static_clouds
+        if wanted is False or (wanted is None and not folder.is_dir()):
+            return None
+        if not folder.is_dir():
+            raise InputError(folder, "--static-clouds given but the sequence has no static-cloud folder")
+        windows = list_windows(folder)
+        for window in windows:
+            check_static_ply(window.path)
+        return windows
 
     def frames_per_shard(self, size: ImageSize) -> int:
         """SHARD_FRAMES per shard file, fewer when that would exceed the write buffer's budget."""
         budget = SHARD_BYTES_BUDGET // frame_bytes(*size)
         return int(max(1, min(self.config.chunk_frames, SHARD_FRAMES, budget)))
 
-    def records(self, unit: UnitPlan[str]) -> Iterator[FrameRecord | Skip | Dropped]:
-        """Each centre of the unit (frames -> split) with its accumulated depth, then the
-        non-finite points dropped from each sweep read. Two read-ahead threads decode the next
-        frames' sweeps and images while this one projects."""
+    def records(self, unit: Kitti360Unit) -> Iterator[FrameRecord | Skip | Dropped]:
+        """Each centre of the unit (frames -> split) with its accumulated depth, merged with
+        the static clouds that cover it, then the non-finite points dropped from each sweep
+        read and from each static window (counted at the window's first frame). Two read-ahead
+        threads decode the next frames' sweeps and images while this one projects."""
         seq = Sequence(self.root, unit.sequence, self.calibration)
+        if unit.windows:
+            log.info("%s unit %s uses static windows %s", unit.sequence, unit.name,
+                     ", ".join(w.path.name for w in unit.windows))  # fmt: skip
         K = resized_intrinsics(self.calibration.K, self.calibration.size, unit.size)
         centres = list(unit.frames)
         reads = ReadAhead(
@@ -225,14 +274,39 @@ class Kitti360Source:
                     yield Skip(centre, str(exc))
                     continue
                 semantic = None if result.semantic is None else resize_labels(result.semantic, unit.size)
+                cam_from_world = np.linalg.inv(sweeps.poses[centre])
+                depth, static_points = self._with_clouds(
+                    unit, centre, result.depth, semantic, K, cam_from_world
+                )
                 yield lidar_record(
-                    centre, unit.frames[centre], image, result.depth, semantic, result.sweeps, K,
-                    np.linalg.inv(sweeps.poses[centre]), self.config.building_labels,
+                    centre, unit.frames[centre], image, depth, semantic, result.sweeps, K,
+                    cam_from_world, self.config.building_labels, static_points,
                 )  # fmt: skip
             for frame, count in sorted(sweeps.dropped_points.items()):
                 yield Dropped(frame, NONFINITE_POINTS, count)
         finally:
             reads.close()
+        for window in unit.windows:
+            dropped = WINDOW_CACHE.get(window, self.config.static).nonfinite_dropped
+            if dropped:
+                yield Dropped(window.start, f"non-finite static-cloud points ({window.path.name})", dropped)
+
+    def _with_clouds(
+        self, unit: Kitti360Unit, frame: int, lidar: np.ndarray, semantic: np.ndarray | None,
+        K: np.ndarray, cam_from_world: np.ndarray,
+    ) -> tuple[np.ndarray, int | None]:  # fmt: skip
+        """The frame's depth merged with the clouds of the windows covering it, and the cloud
+        points used (None: no window covers the frame, LiDAR only)."""
+        covering = [w for w in unit.windows if w.covers(frame)]
+        if not covering:
+            return lidar, None
+        settings, depth = self.config.static, self.config.depth
+        windows = [WINDOW_CACHE.get(w, settings) for w in covering]
+        cloud = render_clouds(
+            windows, cam_from_world, K, lidar.shape, depth.min_depth, depth.max_depth, settings
+        )
+        check_labels(cloud, windows, semantic, settings, label_lut(depth.dynamic_labels))
+        return merge_depth(lidar, cloud, settings.merge_rel_tol)
 
     def manifest_config(self) -> tuple[str, dict]:
         return self.dataset, {**self.config.to_dict(), "split": self.split}

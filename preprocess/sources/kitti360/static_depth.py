@@ -1,0 +1,226 @@
+"""Depth from KITTI-360's fused static clouds, merged with the LiDAR depth.
+
+A window is prepared once per worker process (kept in a small cache, so the units that share
+it reuse it): its points become surfels (normal and radius from their k nearest neighbours)
+grouped in a coarse grid. A frame's cloud depth renders the surfels of every window that
+covers the frame (surfels.py), keeps a pixel only where the winning point's 3D label agrees
+with the frame's 2D label (so ground never shows through a facade missing from the cloud,
+nor static road through a car that is there now), then merges with the LiDAR depth under
+one rule (`merge_depth`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ...surfels import estimate_surfels, splat_surfels
+from .static_ply import Window, read_static_ply
+
+log = logging.getLogger(__name__)
+# label groups whose members may stand for each other (flat ground: the 2D and 3D annotators
+# disagree at road/sidewalk/parking/terrain borders); any other label must match exactly
+GROUND_LABELS = (6, 7, 8, 9, 10, 22)
+CACHED_WINDOWS = 3  # a frame needs at most two; one more spares a reload at window changes
+
+
+@dataclass(frozen=True)
+class StaticSettings:
+    """How static clouds become depth; part of the build config hash."""
+
+    neighbours: int = 6  # k nearest for each point's plane
+    spacing_neighbours: int = 4  # the disc radius follows the mean distance to this many nearest
+    radius_scale: float = 0.9  # disc radius / that spacing: neighbouring discs overlap, edges barely grow
+    edge_radius_scale: float = 0.5  # shrinks discs of points with no plane (edges, corners)
+    max_radius: float = 0.5  # metres
+    plane_ratio: float = 0.1  # smallest/middle eigenvalue above this: no plane, disc faces the camera
+    min_cos: float = 0.02  # discs seen more edge-on than this (about 89 degrees) are skipped
+    grid_cell: float = 2.0  # metres; frustum and occlusion culling granularity
+    max_footprint_px: float = 48.0  # a disc covers at most this many pixels either side
+    merge_rel_tol: float = 0.05  # LiDAR and cloud depth agree within this relative difference
+    ground_labels: tuple[int, ...] = GROUND_LABELS
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SurfelWindow:
+    """A window's surfels, grouped by coarse grid cell."""
+
+    name: str
+    points: np.ndarray  # (N, 3) float32 world
+    normals: np.ndarray  # (N, 3) float32 (zero: no plane)
+    radii: np.ndarray  # (N,) float32 metres (0: isolated, never drawn)
+    labels: np.ndarray  # (N,) uint8 KITTI-360 label ids
+    cell_starts: np.ndarray  # (C + 1,) int64
+    cell_lo: np.ndarray  # (C, 3) float64, grown by the cell's largest radius
+    cell_hi: np.ndarray  # (C, 3) float64
+    nonfinite_dropped: int
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
+def _grid(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear cell key of every point ((ix * ny + iy) * nz + iz) and the grid's dims."""
+    lo = points.min(axis=0)
+    index = np.floor((points - lo) / cell).astype(np.int64)
+    dims = index.max(axis=0) + 1
+    return (index[:, 0] * dims[1] + index[:, 1]) * dims[2] + index[:, 2], dims, lo
+
+
+def _grouped(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort order, unique sorted keys and their start offsets (one past the end appended)."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    return order, sorted_keys[starts], np.r_[starts, len(keys)].astype(np.int64)
+
+
+def _spacing_estimate(points: np.ndarray) -> float:
+    """Typical point spacing: points per occupied 1 m voxel are about points per square metre
+    of surface, whose inverse square root is the spacing."""
+    keys, _, _ = _grid(points, 1.0)
+    per_voxel = len(points) / max(1, len(np.unique(keys)))
+    return float(1.0 / np.sqrt(max(per_voxel, 1.0)))
+
+
+def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
+    """Read a window and turn its points into surfels in coarse-grid order."""
+    cloud = read_static_ply(window.path)
+    points, labels = cloud.points, np.clip(cloud.semantic, 0, 255).astype(np.uint8)
+    if len(points) == 0:
+        empty = np.zeros((0, 3), np.float64)
+        return SurfelWindow(
+            window.path.name, points, points.copy(), np.zeros(0, np.float32), labels,
+            np.zeros(1, np.int64), empty, empty, cloud.nonfinite_dropped,
+        )  # fmt: skip
+    # neighbour search in cells two spacings wide: about four points each on a surface, and
+    # the k nearest of a point lie within the 3x3x3 cells around it
+    fine = max(2.0 * _spacing_estimate(points), 1e-3)
+    keys, dims, _ = _grid(points, fine)
+    order, cell_keys, starts = _grouped(keys)
+    points, labels = points[order], labels[order]
+    normals, radii = estimate_surfels(
+        points, cell_keys, starts, dims, settings.neighbours, settings.spacing_neighbours,
+        settings.radius_scale, settings.edge_radius_scale, settings.max_radius, settings.plane_ratio,
+    )  # fmt: skip
+    coarse, _, _ = _grid(points, settings.grid_cell)
+    order, _, starts = _grouped(coarse)
+    points, normals, radii, labels = points[order], normals[order], radii[order], labels[order]
+    first = starts[:-1]
+    grow = np.maximum.reduceat(radii, first).astype(np.float64)[:, None]
+    cell_lo = np.minimum.reduceat(points, first, axis=0).astype(np.float64) - grow
+    cell_hi = np.maximum.reduceat(points, first, axis=0).astype(np.float64) + grow
+    return SurfelWindow(
+        window.path.name, points, normals, radii, labels, starts, cell_lo, cell_hi, cloud.nonfinite_dropped
+    )
+
+
+class WindowCache:
+    """Prepared windows of this process, least recently used dropped first."""
+
+    def __init__(self, capacity: int = CACHED_WINDOWS) -> None:
+        self.capacity = capacity
+        self._windows: OrderedDict[tuple, SurfelWindow] = OrderedDict()
+
+    def get(self, window: Window, settings: StaticSettings) -> SurfelWindow:
+        stat = window.path.stat()
+        key = (str(window.path), stat.st_size, stat.st_mtime_ns, settings)
+        if key in self._windows:
+            self._windows.move_to_end(key)
+            return self._windows[key]
+        while len(self._windows) >= self.capacity:
+            self._windows.popitem(last=False)
+        prepared = prepare_window(window, settings)
+        log.debug("prepared static window %s: %d points", window.path.name, len(prepared))
+        self._windows[key] = prepared
+        return prepared
+
+
+WINDOW_CACHE = WindowCache()
+
+
+@dataclass
+class CloudDepth:
+    """A frame's depth from the static clouds at the stored size."""
+
+    depth: np.ndarray  # (H, W) float32, 0 = none
+    winner: np.ndarray  # (H, W) int64: which surfel gave the depth (over the windows' concatenation)
+
+
+def render_clouds(
+    windows: list[SurfelWindow],
+    cam_from_world: np.ndarray,
+    K: np.ndarray,
+    shape: tuple[int, int],
+    min_depth: float,
+    max_depth: float,
+    settings: StaticSettings,
+) -> CloudDepth:
+    """Nearest surfel of any window at each pixel centre."""
+    depth = np.zeros(shape, np.float32)
+    winner = np.full(shape, -1, np.int64)
+    offset = 0
+    for window in windows:
+        splat_surfels(
+            window.points, window.normals, window.radii, window.cell_starts, window.cell_lo,
+            window.cell_hi, np.asarray(cam_from_world, np.float64), np.asarray(K, np.float64), depth,
+            winner, offset, min_depth, max_depth, settings.min_cos, settings.max_footprint_px,
+        )  # fmt: skip
+        offset += len(window)
+    return CloudDepth(depth, winner)
+
+
+def label_agreement(settings: StaticSettings) -> np.ndarray:
+    """Label group of every uint8 id: a 3D and a 2D label agree when their groups are equal."""
+    group = np.arange(256, dtype=np.int32)
+    group[list(settings.ground_labels)] = settings.ground_labels[0]
+    return group
+
+
+def check_labels(
+    cloud: CloudDepth,
+    windows: list[SurfelWindow],
+    semantic: np.ndarray | None,
+    settings: StaticSettings,
+    dynamic: np.ndarray,
+) -> None:
+    """Drop, in place, cloud pixels whose surfel's 3D label disagrees with the 2D label there,
+    and those the 2D labels call a possibly moving object (lookup table `dynamic`): a static
+    cloud cannot tell a parked car from one passing in front of it. Without 2D labels nothing
+    can be checked."""
+    if semantic is None or not windows:
+        return
+    has = cloud.winner >= 0
+    winners = cloud.winner[has]
+    labels = np.zeros(len(winners), np.uint8)
+    offset = 0
+    for window in windows:  # winners index the windows' concatenation
+        mine = (winners >= offset) & (winners < offset + len(window))
+        labels[mine] = window.labels[winners[mine] - offset]
+        offset += len(window)
+    group = label_agreement(settings)
+    bad = np.zeros_like(has)
+    seen = semantic[has]
+    bad[has] = (group[labels] != group[seen]) | dynamic[seen]
+    cloud.depth[bad] = 0.0
+    cloud.winner[bad] = -1
+
+
+def merge_depth(lidar: np.ndarray, cloud: CloudDepth, rel_tol: float) -> tuple[np.ndarray, int]:
+    """The one merge rule: a pixel takes the cloud's depth where only the cloud has one or
+    where LiDAR agrees with it within rel_tol (the cloud's is the surface at the pixel centre,
+    LiDAR's that of a point somewhere in the pixel); LiDAR's where only LiDAR has one; none
+    where both have one and they disagree (one of them sees a surface the other does not:
+    a car that moved, a see-through). Returns the depth and the number of cloud points used."""
+    both = (lidar > 0) & (cloud.depth > 0)
+    disagree = both & (np.abs(cloud.depth - lidar) > rel_tol * np.minimum(cloud.depth, lidar))
+    use_cloud = (cloud.depth > 0) & ~disagree
+    merged = np.where(use_cloud, cloud.depth, lidar).astype(np.float32)
+    merged[disagree] = 0.0
+    return merged, int(np.unique(cloud.winner[use_cloud]).size)
