@@ -292,7 +292,8 @@ class Trainer:
         wait = compute = 0.0
         data_counts = {"redrawn_windows": 0, "nonfinite_depth": 0}  # since the start of this process
         if main and self.step == 0:  # the header row: what the data rules kept and left out
-            with open(self.run_dir / layout.METRICS_FILE, "a") as fh:
+            # (at step 0 the log holds nothing to keep: at most the header of a killed attempt)
+            with open(self.run_dir / layout.METRICS_FILE, "w") as fh:
                 fh.write(json.dumps({"step": 0, "data": self.data_report.to_dict()}) + "\n")
         tick = time.perf_counter()
         loader = iter(self.loader)
