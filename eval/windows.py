@@ -10,7 +10,6 @@ scored on depth and geometry but left out of the pose metrics.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from shards import ShardStore
-from shards.windows import camera_centres, path_length, split_at_gaps
+from shards.windows import camera_centres, path_length, sequence_matches, split_at_gaps
 
 DEFAULT_MAX_GAP = 3
 DEFAULT_MIN_BASELINE_M = 1.0
@@ -69,17 +68,6 @@ class WindowSelection:
             "windows": len(self.windows),
             "pose_skipped": self.pose_skipped,
         }
-
-
-def _drive_number(name: str) -> str | None:
-    """KITTI-360's drive number of a sequence name (`2013_05_28_drive_0003_sync` -> `0003`)."""
-    match = re.search(r"_drive_(\d+)_", name)
-    return match.group(1) if match else None
-
-
-def sequence_matches(name: str, token: str) -> bool:
-    """Whether `token` names sequence `name`: the full name, or a KITTI-360 drive number (`3`, `0003`)."""
-    return name == token or (token.isdigit() and _drive_number(name) == f"{int(token):04d}")
 
 
 def filter_sequences(rows: pd.DataFrame, wanted: Sequence[str]) -> pd.DataFrame:

@@ -34,7 +34,7 @@ from preprocess.driver import build
 from preprocess.sources.kitti360 import Kitti360Source
 from preprocess.synthetic import generate_synthetic_kitti360
 from train.config import load_config
-from train.data import RankSampler, WindowDataset
+from train.data import WindowDataset, step_sampler
 from train.distributed import DistInfo
 from train.model import build_base_model
 from train.trainer import Trainer
@@ -144,8 +144,8 @@ def loader_fps(
     shards: Path, name: str, tiny: bool, batch: int, frames: int, workers: int, windows: int
 ) -> float:
     cfg = _config(name, shards, tiny, batch, frames)
-    dataset = WindowDataset(str(shards), cfg.data, seed=0, total_samples=windows)
-    loader = DataLoader(dataset, batch_size=batch, sampler=RankSampler(windows // batch, batch, 0, 1),
+    dataset = WindowDataset(str(shards), cfg.data, seed=0, total_samples=windows, augment=cfg.augment)
+    loader = DataLoader(dataset, batch_sampler=step_sampler(dataset, windows // batch, batch, 0, 1),
                         num_workers=workers, prefetch_factor=4 if workers else None)  # fmt: skip
     start = time.perf_counter()
     seen = sum(b["images"].shape[0] * b["images"].shape[1] for b in loader)

@@ -12,6 +12,8 @@ other scores are alike:
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -46,3 +48,14 @@ def within_radius(points: np.ndarray, others: np.ndarray, radius: float) -> np.n
         return np.zeros(len(points), dtype=bool)
     distance, _ = cKDTree(others).query(points, k=1, distance_upper_bound=radius * (1 + 1e-12))
     return np.isfinite(distance)
+
+
+def _drive_number(name: str) -> str | None:
+    """KITTI-360's drive number of a sequence name (`2013_05_28_drive_0003_sync` -> `0003`)."""
+    match = re.search(r"_drive_(\d+)_", name)
+    return match.group(1) if match else None
+
+
+def sequence_matches(name: str, token: str) -> bool:
+    """Whether `token` names sequence `name`: the full name, or a KITTI-360 drive number (`3`, `0003`)."""
+    return name == token or (token.isdigit() and _drive_number(name) == f"{int(token):04d}")

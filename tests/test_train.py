@@ -47,7 +47,13 @@ def _config(shards, *overrides):
 
 
 def _losses(run_dir: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (run_dir / METRICS_FILE).read_text().splitlines()]
+    return [row["loss"] for row in _rows(run_dir) if "loss" in row]
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    """metrics.jsonl rows of training steps (not the data-report header)."""
+    lines = (run_dir / METRICS_FILE).read_text().splitlines()
+    return [row for row in map(json.loads, lines) if "data" not in row]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
@@ -139,9 +145,7 @@ def test_ddp_two_processes_match_single_process(shards, tmp_path):
     ]  # fmt: skip
     subprocess.run(cmd, check=True, cwd=REPO, env=env, timeout=300)
     ddp = tmp_path / "ddp"
-    log_single, log_ddp = (
-        [json.loads(line) for line in (run / METRICS_FILE).read_text().splitlines()] for run in (single, ddp)
-    )
+    log_single, log_ddp = (_rows(run) for run in (single, ddp))
     for a, b in zip(log_single, log_ddp, strict=True):  # same global-batch loss and gradients
         for key in ("loss", "grad_norm/heads", "grad_norm/aggregator"):
             assert a[key] == pytest.approx(b[key], rel=1e-5), key
@@ -156,18 +160,19 @@ def test_ddp_two_processes_match_single_process(shards, tmp_path):
 def test_bad_configs_fail_fast(shards, tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config key\(s\): optim.learning_rate"):
         load_config(DEMO, ["optim.learning_rate=0.1"])
-    with pytest.raises(ConfigError, match="data.crop_width"):
+    with pytest.raises(ConfigError, match="augment.crop.width"):
         load_config(DEMO, ["data.crop_width=100"])
     with pytest.raises(ConfigError, match="lora.rank: expected int"):
         load_config(DEMO, ["lora.rank=abc"])
-    # a shard root whose frames are all road-like: the building_rich stratum is empty
+    # a shard root whose frames are all road-like: only weighting empty strata is an error
     roads = tmp_path / "roads"
     (roads / "index").mkdir(parents=True)
     (roads / "shards").symlink_to(shards / "shards")
     index = read_index(shards)
     index[index["stratum"] == "road"].to_parquet(roads / "index" / "roads.parquet", index=False)
-    with pytest.raises(ConfigError, match="stratum 'building_rich' has weight 0.5 but no anchors"):
-        Trainer(_config(roads), tmp_path / "run", CPU)
+    only_buildings = ["data.strata_weights={building_rich: 1.0}", "data.strata_schedule=[]"]
+    with pytest.raises(ConfigError, match="every weighted stratum .building_rich. has no window anchors"):
+        Trainer(_config(roads, *only_buildings), tmp_path / "run", CPU)
     result = subprocess.run(
         [sys.executable, "-m", "train", "run", "--config", str(DEMO), "--shards", str(tmp_path / "missing")],
         cwd=REPO, capture_output=True, text=True, timeout=120,
@@ -180,7 +185,7 @@ def test_batches_without_supervision_are_skipped_and_counted(shards, tmp_path):
     trainer = Trainer(cfg, tmp_path, CPU)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.run()
-    records = [json.loads(line) for line in (tmp_path / METRICS_FILE).read_text().splitlines()]
+    records = _rows(tmp_path)
     assert records[-1]["skipped_batches"] == 2 and "loss" not in records[-1]
     for name, param in trainer.model.named_parameters():
         if param.requires_grad:

@@ -52,20 +52,69 @@ class StrataPhase:
 class DataConfig:
     shards: str | None = None
     split: str = "train"
+    sequences: list[str] | None = None  # train only on these (names or KITTI-360 drive numbers)
+    exclude_sequences: list[str] = field(default_factory=list)  # held-out drives, never trained on
+    val_buffer_m: float = 50.0  # leave out frames whose camera lies this close to a val frame (0: off)
     seq_len: int = 8
     max_stride: int = 2  # frames in a window are spaced by a random stride in [1, max_stride]
+    max_gap: int = 3  # a window never spans a gap of more frames than this in the original numbering
+    min_baseline_m: float = 1.0  # windows whose camera path is shorter are redrawn (0: off)
     min_valid_points: int = 2000
     strata_weights: dict[str, float] = field(
         default_factory=lambda: {"building_rich": 0.5, "mixed": 0.3, "road": 0.2}
     )
     strata_schedule: list[StrataPhase] = field(default_factory=list)
-    crop_height: int | None = None  # random crop (multiple of 14); None keeps the stored size
-    crop_width: int | None = None
-    color_jitter: float = 0.0
     num_workers: int = 2
     prefetch_factor: int = 2
     batch_size: int = 1
     overfit: bool = False  # every sample is the first anchor's window (sanity check of the loop)
+
+
+@dataclass
+class ColourJitterConfig:
+    """Per-frame photometric jitter (images only), as torchvision's ColorJitter in upstream VGGT."""
+
+    enabled: bool = True
+    brightness: float = 0.5
+    contrast: float = 0.5
+    saturation: float = 0.5
+    hue: float = 0.1
+    p: float = 0.9  # chance that a frame is jittered
+
+
+@dataclass
+class CropConfig:
+    """Output size and geometric augmentation of a window (same for all its frames). The output
+    is `width` wide (a multiple of 14; None keeps the stored width) and `height` high (None: the
+    largest multiple of 14 the stored aspect allows). With `zoom`, a random region covering
+    1/(1+z) of the frame side, z ~ U[0, max_zoom], is resized to the output (depth nearest);
+    with `aspect`, the output height/width ratio is drawn in [min_aspect, max_aspect] per step."""
+
+    height: int | None = None
+    width: int | None = None
+    zoom: bool = True
+    max_zoom: float = 0.3
+    aspect: bool = False
+    min_aspect: float = 0.33
+    max_aspect: float = 1.0
+
+
+@dataclass
+class FrameCountConfig:
+    """Frames per window drawn per step in [min_frames, max_frames] (data.seq_len when off),
+    with the batch sized so that frames x batch stays within frames_per_gpu."""
+
+    enabled: bool = False
+    min_frames: int = 2
+    max_frames: int = 24
+    frames_per_gpu: int = 48
+
+
+@dataclass
+class AugmentConfig:
+    colour: ColourJitterConfig = field(default_factory=ColourJitterConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
+    frames: FrameCountConfig = field(default_factory=FrameCountConfig)
 
 
 @dataclass
@@ -128,6 +177,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -279,14 +329,77 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise ConfigError(f"data.strata_weights: unknown stratum {bad}; known: {STRATA}")
         if any(w < 0 for w in phase.values()) or sum(phase.values()) <= 0:
             raise ConfigError("data.strata_weights: weights must be >= 0 and not all zero")
-    for name in ("crop_height", "crop_width"):
-        value = getattr(config.data, name)
-        if value is not None and value % PATCH_SIZE:
-            raise ConfigError(f"data.{name}: {value} is not a multiple of {PATCH_SIZE}")
-    if config.data.seq_len < 2:
-        raise ConfigError("data.seq_len: need at least 2 frames per window")
+    _validate_data(config.data)
+    _validate_augment(config.augment)
     _check_ranges(config)
     return config
+
+
+def _validate_data(data: DataConfig) -> None:
+    if data.seq_len < 2:
+        raise ConfigError("data.seq_len: need at least 2 frames per window")
+    for key, low in (("max_stride", 1), ("max_gap", 1), ("val_buffer_m", 0), ("min_baseline_m", 0)):
+        if getattr(data, key) < low:
+            raise ConfigError(f"data.{key}: must be >= {low}, got {getattr(data, key)}")
+
+
+def _validate_augment(aug: AugmentConfig) -> None:
+    colour, crop, frames = aug.colour, aug.crop, aug.frames
+    for key in ("brightness", "contrast", "saturation"):
+        if not 0 <= getattr(colour, key) <= 1:
+            raise ConfigError(f"augment.colour.{key}: must be in [0, 1], got {getattr(colour, key)}")
+    if not 0 <= colour.hue <= 0.5:
+        raise ConfigError(f"augment.colour.hue: must be in [0, 0.5], got {colour.hue}")
+    if not 0 <= colour.p <= 1:
+        raise ConfigError(f"augment.colour.p: must be in [0, 1], got {colour.p}")
+    for name in ("height", "width"):
+        value = getattr(crop, name)
+        if value is not None and (value < PATCH_SIZE or value % PATCH_SIZE):
+            raise ConfigError(f"augment.crop.{name}: {value} is not a positive multiple of {PATCH_SIZE}")
+    if crop.max_zoom < 0:
+        raise ConfigError(f"augment.crop.max_zoom: must be >= 0, got {crop.max_zoom}")
+    if not 0 < crop.min_aspect <= crop.max_aspect:
+        raise ConfigError(
+            f"augment.crop: need 0 < min_aspect <= max_aspect, got {crop.min_aspect}, {crop.max_aspect}"
+        )
+    if frames.enabled and not 2 <= frames.min_frames <= frames.max_frames <= frames.frames_per_gpu:
+        raise ConfigError(
+            "augment.frames: need 2 <= min_frames <= max_frames <= frames_per_gpu, got "
+            f"{frames.min_frames}, {frames.max_frames}, {frames.frames_per_gpu}"
+        )
+
+
+# keys of the `data` section that moved to `augment` (older configs keep loading)
+_MOVED = {"crop_height": ("crop", "height"), "crop_width": ("crop", "width")}
+
+
+def _migrate(data: dict[str, Any]) -> None:
+    """Rewrite keys of older configs in place: data.crop_height/crop_width become
+    augment.crop.height/width (a plain crop: no zoom); data.color_jitter x becomes one
+    brightness/contrast/saturation strength x for every frame (0: colour jitter off)."""
+    section = data.get("data")
+    if not isinstance(section, dict):
+        return
+    old = {k: section.pop(k) for k in (*_MOVED, "color_jitter") if k in section}
+    if not old:
+        return
+    augment = data.setdefault("augment", {})
+    if not isinstance(augment, dict):
+        raise ConfigError(f"augment: expected a mapping, got {augment!r}")
+    crop = augment.setdefault("crop", {})
+    for key, (_, new) in _MOVED.items():
+        if key in old:
+            crop[new] = old[key]
+            crop["zoom"] = False
+    if "color_jitter" in old:
+        strength = old["color_jitter"]
+        colour = augment.setdefault("colour", {})
+        if not strength:
+            colour["enabled"] = False
+        else:
+            colour.update(
+                enabled=True, brightness=strength, contrast=strength, saturation=strength, hue=0.0, p=1.0
+            )
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
@@ -305,8 +418,10 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = loaded
+    _migrate(data)
     for override in overrides:
         _apply_override(data, override)
+    _migrate(data)
     _map_renamed_keys(data)
     return validate(_build(TrainConfig, data, ""))
 

@@ -21,7 +21,7 @@ from shards.atomic import fresh_staging_dir, publish_dir
 
 from . import run_dir as layout
 from .config import ConfigError, TrainConfig
-from .data import RankSampler, WindowDataset, validation_windows
+from .data import WindowDataset, step_sampler, validation_windows
 from .distributed import DistInfo, barrier, broadcast_flag
 from .losses import batch_loss
 from .model import load_adapter_weights, save_adapter
@@ -116,8 +116,14 @@ class Trainer:
             cfg.data,
             cfg.run.seed,
             self.micro_steps * cfg.data.batch_size * dist_info.world_size,
+            cfg.augment,
         )
-        sampler = RankSampler(
+        self.data_report = dataset.report
+        if dist_info.is_main:
+            for line in dataset.report.lines():
+                log.info(line)
+        sampler = step_sampler(
+            dataset,
             self.micro_steps,
             cfg.data.batch_size,
             dist_info.rank,
@@ -127,8 +133,7 @@ class Trainer:
         workers = cfg.data.num_workers
         self.loader = DataLoader(
             dataset,
-            batch_size=cfg.data.batch_size,
-            sampler=sampler,
+            batch_sampler=sampler,
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=cfg.data.prefetch_factor if workers > 0 else None,
@@ -161,7 +166,9 @@ class Trainer:
     def _validator(self) -> Validator:
         run = self.cfg.run
         try:
-            windows = validation_windows(self.cfg.data.shards, self.cfg.data, run.val_split, run.val_windows)
+            windows = validation_windows(
+                self.cfg.data.shards, self.cfg.data, run.val_split, run.val_windows, self.cfg.augment
+            )
         except ConfigError as exc:
             raise ConfigError(f"run.val_split: {exc}") from None
         return Validator(windows, self.cfg.loss, self.heads, self.device)
@@ -283,6 +290,11 @@ class Trainer:
         since_log: list[dict[str, float]] = []  # loss terms of the micro-steps since the last log line
         frames = 0
         wait = compute = 0.0
+        data_counts = {"redrawn_windows": 0, "nonfinite_depth": 0}  # since the start of this process
+        if main and self.step == 0:  # the header row: what the data rules kept and left out
+            # (at step 0 the log holds nothing to keep: at most the header of a killed attempt)
+            with open(self.run_dir / layout.METRICS_FILE, "w") as fh:
+                fh.write(json.dumps({"step": 0, "data": self.data_report.to_dict()}) + "\n")
         tick = time.perf_counter()
         loader = iter(self.loader)
         while self.step < cfg.run.steps and not self.stopped_early:
@@ -294,6 +306,8 @@ class Trainer:
                 wait += t1 - t0
                 compute += time.perf_counter() - t1
                 frames += batch["images"].shape[0] * batch["images"].shape[1]
+                for key in data_counts:
+                    data_counts[key] += int(batch[key].sum())
                 if terms is None:
                     self.skipped += 1
                 else:
@@ -314,6 +328,7 @@ class Trainer:
                     "data_wait_share": wait / max(wait + compute, 1e-9),
                     "skipped_batches": self.skipped,
                     "nonfinite_steps": self.nonfinite_steps,
+                    **data_counts,
                 }
                 if self.device.type == "cuda":
                     record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30

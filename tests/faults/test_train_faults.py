@@ -51,7 +51,14 @@ def train(shards: Path, out: Path, *args: str):
 
 
 def rows(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / METRICS_FILE).read_text().splitlines()]
+    """metrics.jsonl rows of training steps (not the data-report header, step 0)."""
+    lines = (run / METRICS_FILE).read_text().splitlines()
+    return [row for row in map(json.loads, lines) if "data" not in row]
+
+
+def headers(run: Path) -> list[dict]:
+    lines = (run / METRICS_FILE).read_text().splitlines()
+    return [row for row in map(json.loads, lines) if "data" in row]
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +72,7 @@ def finished(shards, tmp_path_factory) -> Path:
 
 def assert_same_as_uninterrupted(run: Path, finished: Path) -> None:
     assert [r["step"] for r in rows(run)] == [1, 2, 3]
+    assert [h["step"] for h in headers(run)] == [0]  # the data report, once
     for a, b in zip(rows(run), rows(finished), strict=True):
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
 
@@ -170,6 +178,7 @@ def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once(
     result, text = train(shards, run, "run.steps=3", "run.steps_per_epoch=3", *(["--resume"] * resume))
     assert result.exit_code == 0, text
     assert [r["step"] for r in rows(run)] == [1, 2, 3]
+    assert [h["step"] for h in headers(run)] == [0]  # the data report, once
 
 
 @pytest.mark.fault("intact", "silent_wrong_output")
