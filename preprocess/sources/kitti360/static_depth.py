@@ -51,7 +51,8 @@ class StaticSettings:
 
 @dataclass
 class SurfelWindow:
-    """A window's surfels, grouped by coarse grid cell."""
+    """A window's points grouped by coarse grid cell, and their surfels as far as fitted (in
+    place, by render_clouds: a worker renders on one thread, so the cache needs no lock)."""
 
     name: str
     points: np.ndarray  # (N, 3) float32 world, in drawing order (coarse cell, then level)
