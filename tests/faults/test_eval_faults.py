@@ -20,24 +20,10 @@ from typer.testing import CliRunner
 
 from eval.cli import app
 from eval.results import load_results
-from preprocess.driver import build
-from preprocess.sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
-from preprocess.synthetic import generate_synthetic_kitti360
 from train.model import LoraSpec, apply_lora, build_base_model, save_adapter
 
 FAST = ["--model-size", "tiny", "--device", "cpu", "--split", "all", "--seq-len", "3", "--seq-stride", "3"]
 named_error = pytest.mark.fault("named_error", "unnamed_error")
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    """One short synthetic sequence (frames 0-7 stored, a few without a pose), built once."""
-    work = tmp_path_factory.mktemp("eval_faults")
-    scene = generate_synthetic_kitti360(work / "scene", frames=8, seed=0, sequences=1)
-    out = work / "shards"
-    config = Kitti360Config(depth=DepthSettings(accumulate=0), chunk_frames=16)
-    build(Kitti360Source(scene.root, config, split="all"), out, progress=False)
-    return out
 
 
 def adapter(path: Path, fill: float | None = None) -> Path:

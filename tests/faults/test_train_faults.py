@@ -17,9 +17,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from preprocess.driver import build
-from preprocess.sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
-from preprocess.synthetic import generate_synthetic_kitti360
 from train.cli import app
 from train.run_dir import ADAPTER_WEIGHTS, METRICS_FILE, STATE_FILE
 from train.trainer import Trainer
@@ -32,16 +29,6 @@ FAST = [
     "data.crop_height=56", "data.crop_width=112", "run.log_every=1", "run.steps_per_epoch=1",
 ]  # fmt: skip
 named_error = pytest.mark.fault("named_error", "unnamed_error")
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("train_faults")
-    scene = generate_synthetic_kitti360(work / "scene", frames=8, seed=0, sequences=1)
-    out = work / "shards"
-    config = Kitti360Config(depth=DepthSettings(accumulate=0), chunk_frames=16)
-    build(Kitti360Source(scene.root, config, split="all"), out, progress=False)
-    return out
 
 
 def train(shards: Path, out: Path, *args: str):
