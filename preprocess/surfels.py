@@ -15,6 +15,8 @@ import numba as nb
 import numpy as np
 
 NO_NORMAL = 0.0  # a zero normal: no reliable plane (edges, clutter); the disc then faces the camera
+BLOCK_POINTS = 64  # culling granularity below the coarse cell: enough points to amortise a box test
+UNFITTED = -1.0  # the radius of a disc not fitted yet
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -85,18 +87,80 @@ def grid_keys(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 @nb.njit(cache=True, nogil=True)
+def stable_key_order(keys: np.ndarray) -> np.ndarray:
+    """The permutation np.argsort(keys, kind="stable") gives, for non-negative int64 keys, by
+    least-significant-digit radix sort on 16-bit digits: linear time, where a comparison
+    sort of a window's millions of cell keys dominated its preparation."""
+    n = keys.shape[0]
+    order = np.arange(n)
+    if n == 0:
+        return order
+    top = keys.max()
+    sorted_keys = keys.copy()
+    spare_order = np.empty(n, dtype=np.int64)
+    spare_keys = np.empty(n, dtype=np.int64)
+    counts = np.empty(1 << 16, dtype=np.int64)
+    shift = 0
+    while shift == 0 or (top >> shift) > 0:
+        counts[:] = 0
+        for m in range(n):
+            counts[(sorted_keys[m] >> shift) & 0xFFFF] += 1
+        at = 0
+        for d in range(1 << 16):
+            at, counts[d] = at + counts[d], at
+        for m in range(n):
+            digit = (sorted_keys[m] >> shift) & 0xFFFF
+            spare_order[counts[digit]] = order[m]
+            spare_keys[counts[digit]] = sorted_keys[m]
+            counts[digit] += 1
+        order, spare_order = spare_order, order
+        sorted_keys, spare_keys = spare_keys, sorted_keys
+        shift += 16
+    return order
+
+
+@nb.njit(cache=True, nogil=True)
+def count_distinct(keys: np.ndarray, bound: int) -> int:
+    """Number of distinct values among keys, all in 0..bound-1 (one byte of memory per value)."""
+    seen = np.zeros(bound, dtype=np.bool_)
+    distinct = 0
+    for key in keys:
+        if not seen[key]:
+            seen[key] = True
+            distinct += 1
+    return distinct
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _search_from(keys: np.ndarray, value: int, lo: int, right: bool) -> int:
+    """np.searchsorted(keys, value, side) for a value known to lie at or after position lo:
+    gallop forward from lo, then bisect (neighbouring columns lie close in a sorted grid)."""
+    step, hi = 1, lo
+    while hi < keys.shape[0] and (keys[hi] <= value if right else keys[hi] < value):
+        lo, hi = hi + 1, hi + 1 + step
+        step *= 2
+    hi = min(hi, keys.shape[0])
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if keys[mid] <= value if right else keys[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@nb.njit(cache=True, nogil=True)
 def fit_surfels(
+    targets: np.ndarray,
     fine_index: np.ndarray,
-    first: int,
-    last: int,
     fine: tuple,
     fit: tuple,
     normals: np.ndarray,
     radii: np.ndarray,
 ) -> None:
-    """Fit, in place, the normal and disc radius of points first..last-1 (in drawing order;
-    fine_index maps them into the fine grid). Called by splat_surfels the first time a cell is
-    drawn at a level, so points no frame ever draws (backs of buildings, facades behind
+    """Fit, in place, the normal and disc radius of the points at drawing positions `targets`
+    (fine_index maps them into the fine grid). Called by splat_surfels the first time a
+    frame may show a disc, so points no frame can see (backs of buildings, facades behind
     facades, the detail of far cells) are never fitted.
 
     `fine` = (points, cell_keys, cell_starts, dims): the cloud sorted by the cells of a fine
@@ -116,7 +180,7 @@ def fit_surfels(
     lo = np.empty(9, dtype=np.int64)
     hi = np.empty(9, dtype=np.int64)
     cell, runs = -1, 0
-    for out in range(first, last):
+    for out in targets:
         n = fine_index[out]
         if cell >= 0 and cell_starts[cell] <= n < cell_starts[cell + 1]:
             pass  # same fine cell as the previous point (the usual case): same neighbour runs
@@ -129,13 +193,20 @@ def fit_surfels(
             # the neighbour cells' ranges: for each (dx, dy) the dz run is contiguous
             runs = 0
             for dx in (-1, 0, 1):
+                jx, at = ix + dx, -1
+                if jx < 0 or jx >= dims[0]:
+                    continue
                 for dy in (-1, 0, 1):
-                    jx, jy = ix + dx, iy + dy
-                    if jx < 0 or jy < 0 or jx >= dims[0] or jy >= dims[1]:
+                    jy = iy + dy
+                    if jy < 0 or jy >= dims[1]:
                         continue
                     base = (jx * dims[1] + jy) * dims[2]
-                    start = np.searchsorted(cell_keys, base + max(iz - 1, 0))
-                    stop = np.searchsorted(cell_keys, base + min(iz + 1, dims[2] - 1), side="right")
+                    if at < 0:
+                        start = np.searchsorted(cell_keys, base + max(iz - 1, 0))
+                    else:  # the next column of the same jx: a short way on
+                        start = _search_from(cell_keys, base + max(iz - 1, 0), at, False)
+                    stop = _search_from(cell_keys, base + min(iz + 1, dims[2] - 1), start, True)
+                    at = stop
                     if stop > start:
                         lo[runs] = cell_starts[start]
                         hi[runs] = cell_starts[stop]
@@ -258,13 +329,197 @@ def detail_levels(
 @nb.njit(cache=True, nogil=True)
 def _hidden(depth: np.ndarray, rect: np.ndarray, zmin: float) -> bool:
     """Whether every pixel of the rectangle already holds a surface nearer than zmin (then
-    nothing of a cell whose nearest corner is at zmin can show there)."""
+    nothing of a box whose nearest corner is at zmin can show there)."""
     for i in range(rect[0], rect[1] + 1):
         for j in range(rect[2], rect[3] + 1):
             current = depth[i, j]
             if current == 0.0 or current >= zmin:
                 return False
     return True
+
+
+@nb.njit(cache=True, nogil=True)
+def _box_in_view(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    grow: float,
+    R: np.ndarray,
+    t: np.ndarray,
+    K: np.ndarray,
+    shape: tuple,
+    min_depth: float,
+    max_depth: float,
+    corner: np.ndarray,
+    rect: np.ndarray,
+) -> float:
+    """Nearest corner depth of the box lo..hi grown by `grow`, or inf when the box lies wholly
+    outside the camera's frustum or depth range. Writes the box's pixel bounds (i0, i1, j0, j1)
+    into rect, or -1s when a corner is nearer than min_depth (the projection does not bound it)."""
+    height, width = shape
+    fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
+    # frustum planes through the camera centre, with pixel edges at -0.5 and size - 0.5
+    out_left = out_right = out_top = out_bottom = out_near = out_far = True
+    zmin, umin, umax, vmin, vmax = np.inf, np.inf, -np.inf, np.inf, -np.inf
+    for c in range(8):
+        for a in range(3):
+            corner[a] = np.float64(hi[a]) + grow if (c >> a) & 1 else np.float64(lo[a]) - grow
+        x = R[0, 0] * corner[0] + R[0, 1] * corner[1] + R[0, 2] * corner[2] + t[0]
+        y = R[1, 0] * corner[0] + R[1, 1] * corner[1] + R[1, 2] * corner[2] + t[1]
+        z = R[2, 0] * corner[0] + R[2, 1] * corner[1] + R[2, 2] * corner[2] + t[2]
+        out_left &= fx * x + skew * y + (cx + 0.5) * z < 0.0
+        out_right &= (width - 0.5 - cx) * z - fx * x - skew * y < 0.0
+        out_top &= fy * y + (cy + 0.5) * z < 0.0
+        out_bottom &= (height - 0.5 - cy) * z - fy * y < 0.0
+        out_near &= z < min_depth
+        out_far &= z > max_depth
+        zmin = min(zmin, z)
+        if z > 0.0:
+            u, v = (fx * x + skew * y) / z + cx, fy * y / z + cy
+            umin, umax, vmin, vmax = min(umin, u), max(umax, u), min(vmin, v), max(vmax, v)
+    if out_left or out_right or out_top or out_bottom or out_near or out_far:
+        return np.inf
+    rect[:] = -1
+    if zmin > min_depth:  # every corner in front: the projected corners bound the box
+        rect[0] = max(0, int(np.floor(vmin)) - 1)
+        rect[1] = min(height - 1, int(np.ceil(vmax)) + 1)
+        rect[2] = max(0, int(np.floor(umin)) - 1)
+        rect[3] = min(width - 1, int(np.ceil(umax)) + 1)
+    return zmin
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _footprint(
+    n: int, r: float, points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray, depth: np.ndarray,
+    min_depth: float, max_depth: float, max_footprint: float,
+) -> tuple:  # fmt: skip
+    """Camera coordinates of point n and the pixel bounds (i0, i1, j0, j1) whose centres a disc
+    of radius r there may cover; i0 > i1 when it can win no pixel: its nearest point lies
+    beyond max_depth, no pixel centre falls in its footprint, or every pixel there already
+    holds something nearer than its nearest point. Discs reaching nearer than min_depth are
+    not judged here (i0 = -1)."""
+    height, width = depth.shape
+    fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
+    px, py, pz = np.float64(points[n, 0]), np.float64(points[n, 1]), np.float64(points[n, 2])
+    x = R[0, 0] * px + R[0, 1] * py + R[0, 2] * pz + t[0]
+    y = R[1, 0] * px + R[1, 1] * py + R[1, 2] * pz + t[1]
+    z = R[2, 0] * px + R[2, 1] * py + R[2, 2] * pz + t[2]
+    nearest = z - r
+    if nearest <= min_depth:
+        return x, y, z, -1, -1, -1, -1
+    if nearest > max_depth:
+        return x, y, z, 1, 0, 1, 0
+    yn = y / z
+    u = fx * x / z + skew * yn + cx
+    v = fy * yn + cy
+    reach = min(r / nearest, max_footprint / fx)  # the disc's angular half-extent, bounded
+    ru, rv = fx * reach + abs(skew) * reach, fy * reach
+    i0, i1 = max(0, int(np.ceil(v - rv))), min(height - 1, int(np.floor(v + rv)))
+    j0, j1 = max(0, int(np.ceil(u - ru))), min(width - 1, int(np.floor(u + ru)))
+    if i0 > i1 or j0 > j1:
+        return x, y, z, 1, 0, 1, 0
+    for i in range(i0, i1 + 1):
+        for j in range(j0, j1 + 1):
+            current = depth[i, j]
+            if current == 0.0 or current >= nearest:
+                return x, y, z, i0, i1, j0, j1
+    return x, y, z, 1, 0, 1, 0  # hidden
+
+
+@nb.njit(cache=True, nogil=True)
+def _fit_visible(
+    first: int,
+    last: int,
+    radius_bound: float,
+    targets: np.ndarray,
+    fine_index: np.ndarray,
+    fine: tuple,
+    fit: tuple,
+    points: np.ndarray,
+    normals: np.ndarray,
+    radii: np.ndarray,
+    R: np.ndarray,
+    t: np.ndarray,
+    K: np.ndarray,
+    depth: np.ndarray,
+    min_depth: float,
+    max_depth: float,
+    max_footprint: float,
+) -> tuple[int, float]:
+    """Fit the not yet fitted discs among first..last-1 that this frame may show, judged with
+    radius_bound (no fitted radius exceeds it), so the test never drops a disc that could
+    win a pixel. Returns how many were fitted and their largest radius."""
+    count, largest = 0, 0.0
+    for n in range(first, last):
+        if radii[n] != UNFITTED:
+            continue
+        i0, i1 = _footprint(n, radius_bound, points, R, t, K, depth, min_depth, max_depth, max_footprint)[3:5]
+        if i0 <= i1:
+            targets[count] = n
+            count += 1
+    if count:
+        fit_surfels(targets[:count], fine_index, fine, fit, normals, radii)
+        for c in range(count):
+            largest = max(largest, np.float64(radii[targets[c]]))
+    return count, largest
+
+
+@nb.njit(cache=True, nogil=True)
+def _draw_discs(
+    first: int,
+    last: int,
+    level_size: float,
+    points: np.ndarray,
+    normals: np.ndarray,
+    radii: np.ndarray,
+    R: np.ndarray,
+    t: np.ndarray,
+    K: np.ndarray,
+    depth: np.ndarray,
+    winner: np.ndarray,
+    winner_offset: int,
+    min_depth: float,
+    max_depth: float,
+    min_cos: float,
+    max_footprint: float,
+) -> None:
+    """Draw the fitted discs among first..last-1 into the z-buffer: each pixel whose centre
+    ray meets a disc nearer than what the pixel holds takes that depth. A disc that can win
+    no pixel (_footprint) is dropped before its normal is read."""
+    fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
+    for n in range(first, last):
+        if radii[n] <= 0.0:  # isolated, or not fitted (no frame has shown it yet)
+            continue
+        r = max(np.float64(radii[n]), level_size)
+        x, y, z, i0, i1, j0, j1 = _footprint(n, r, points, R, t, K, depth, min_depth, max_depth, max_footprint)
+        if i0 < 0 or i0 > i1:  # reaches nearer than min_depth, or can win no pixel
+            continue
+        qx, qy, qz = np.float64(normals[n, 0]), np.float64(normals[n, 1]), np.float64(normals[n, 2])
+        if qx == NO_NORMAL and qy == NO_NORMAL and qz == NO_NORMAL:
+            norm = np.sqrt(x * x + y * y + z * z)
+            nx, ny, nz = x / norm, y / norm, z / norm
+        else:
+            nx = R[0, 0] * qx + R[0, 1] * qy + R[0, 2] * qz
+            ny = R[1, 0] * qx + R[1, 1] * qy + R[1, 2] * qz
+            nz = R[2, 0] * qx + R[2, 1] * qy + R[2, 2] * qz
+        plane = nx * x + ny * y + nz * z
+        r2 = r * r
+        for i in range(i0, i1 + 1):
+            dy = (i - cy) / fy
+            for j in range(j0, j1 + 1):
+                dx = (j - cx - skew * dy) / fx
+                facing = nx * dx + ny * dy + nz
+                if facing * facing < min_cos * min_cos * (dx * dx + dy * dy + 1.0):
+                    continue
+                zt = plane / facing
+                if zt <= min_depth or zt > max_depth:
+                    continue
+                ex, ey, ez = zt * dx - x, zt * dy - y, zt - z
+                if ex * ex + ey * ey + ez * ez > r2:
+                    continue
+                current = depth[i, j]
+                if current == 0.0 or zt < current:
+                    depth[i, j] = zt
+                    winner[i, j] = winner_offset + n
 
 
 @nb.njit(cache=True, nogil=True)
@@ -275,12 +530,8 @@ def splat_surfels(
     fine_index: np.ndarray,
     fine: tuple,
     fit: tuple,
-    fitted: np.ndarray,
-    cell_starts: np.ndarray,
-    level_ends: np.ndarray,
-    level_sizes: np.ndarray,
-    cell_lo: np.ndarray,
-    cell_hi: np.ndarray,
+    cells: tuple,
+    blocks: tuple,
     cam_from_world: np.ndarray,
     K: np.ndarray,
     depth: np.ndarray,
@@ -291,61 +542,48 @@ def splat_surfels(
     min_cos: float,
     max_footprint: float,
     lod_pixels: float,
-) -> int:
+) -> None:
     """Render the discs into `depth` (z-buffer, 0 = empty) in place; `winner` gets
-    winner_offset + the index of the disc that gave each pixel its depth. Returns discs tested.
+    winner_offset + the index of the disc that gave each pixel its depth.
 
-    Points are grouped by the cells of a coarse grid (cell c holds points
-    cell_starts[c]:cell_starts[c+1], inside the box cell_lo[c]..cell_hi[c] grown by its largest
-    disc radius); a cell entirely outside the camera's frustum or depth range is never
-    touched, and cells are drawn nearest first so that one whose whole image rectangle is
-    already covered by nearer depth (a building's back, the row behind a facade, ground
-    under objects) is skipped unread. A disc seen more edge-on than min_cos (cosine between
-    ray and normal) is skipped. A cell is drawn from its coarsest level (detail_levels) whose
-    cube side is at most lod_pixels pixels at the cell's nearest depth, each disc then at least
-    as wide as that side, so the level's one point per cube closes the surface. Discs are
-    fitted the first time they are drawn (fit_surfels, arguments fine_index, fine, fit);
-    fitted[c] is where cell c's fitted prefix ends, updated in place.
+    `cells` = (cell_starts, level_ends, level_sizes, cell_lo, cell_hi): points are grouped by
+    the cells of a coarse grid (cell c holds points cell_starts[c]:cell_starts[c+1], inside
+    the box cell_lo[c]..cell_hi[c] grown by its largest disc radius); a cell entirely outside
+    the camera's frustum or depth range is never touched, and cells are drawn nearest first
+    so that one whose whole image rectangle is already covered by nearer depth (a building's
+    back, the row behind a facade, ground under objects) is skipped unread. A cell is drawn
+    from its coarsest level (detail_levels) whose cube side is at most lod_pixels pixels at
+    the cell's nearest depth, each disc then at least as wide as that side, so the level's
+    one point per cube closes the surface.
+
+    `blocks` = (block_first, block_lo, block_hi, block_rmax, block_unfitted, radius_bound):
+    each cell's points in runs of at most BLOCK_POINTS (cell c's are blocks
+    block_first[c]:block_first[c+1]), each with its points' bounding box, its largest fitted
+    disc radius and how many of its discs are not fitted yet; no disc radius exceeds
+    radius_bound. A block is culled like a cell (its box grown by its largest disc, or by
+    radius_bound while some are not fitted). Discs are fitted (fit_surfels, arguments
+    fine_index, fine, fit; radii UNFITTED until then) the first time a frame may show them,
+    judged with radius_bound, so hidden ones are never fitted. A disc seen more edge-on than
+    min_cos (cosine between ray and normal) is skipped. Culling only drops what could not
+    change a pixel: the depth and winner are those of drawing every disc.
     """
-    height, width = depth.shape
-    fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
-    R = cam_from_world[:3, :3]
-    t = cam_from_world[:3, 3]
-    tested = 0
+    cell_starts, level_ends, level_sizes, cell_lo, cell_hi = cells
+    block_first, block_lo, block_hi, block_rmax, block_unfitted, radius_bound = blocks
+    R = np.ascontiguousarray(cam_from_world[:3, :3])
+    t = np.ascontiguousarray(cam_from_world[:3, 3])
+    shape = depth.shape
     corner = np.empty(3)
     n_cells = cell_starts.shape[0] - 1
     near = np.full(n_cells, np.inf)  # nearest corner depth of each cell in view (inf: culled)
     rect = np.full((n_cells, 4), -1, dtype=np.int64)  # pixel bounds (i0, i1, j0, j1); -1: unbounded
     for cell in range(n_cells):
-        # frustum planes through the camera centre, with pixel edges at -0.5 and size - 0.5
-        out_left = out_right = out_top = out_bottom = out_near = out_far = True
-        zmin, umin, umax, vmin, vmax = np.inf, np.inf, -np.inf, np.inf, -np.inf
-        for c in range(8):
-            for a in range(3):
-                corner[a] = cell_hi[cell, a] if (c >> a) & 1 else cell_lo[cell, a]
-            x = R[0, 0] * corner[0] + R[0, 1] * corner[1] + R[0, 2] * corner[2] + t[0]
-            y = R[1, 0] * corner[0] + R[1, 1] * corner[1] + R[1, 2] * corner[2] + t[1]
-            z = R[2, 0] * corner[0] + R[2, 1] * corner[1] + R[2, 2] * corner[2] + t[2]
-            out_left &= fx * x + skew * y + (cx + 0.5) * z < 0.0
-            out_right &= (width - 0.5 - cx) * z - fx * x - skew * y < 0.0
-            out_top &= fy * y + (cy + 0.5) * z < 0.0
-            out_bottom &= (height - 0.5 - cy) * z - fy * y < 0.0
-            out_near &= z < min_depth
-            out_far &= z > max_depth
-            zmin = min(zmin, z)
-            if z > 0.0:
-                u, v = (fx * x + skew * y) / z + cx, fy * y / z + cy
-                umin, umax, vmin, vmax = min(umin, u), max(umax, u), min(vmin, v), max(vmax, v)
-        if out_left or out_right or out_top or out_bottom or out_near or out_far:
-            continue
-        near[cell] = zmin
-        if zmin > min_depth:  # every corner in front: the projected corners bound the cell
-            rect[cell, 0] = max(0, int(np.floor(vmin)) - 1)
-            rect[cell, 1] = min(height - 1, int(np.ceil(vmax)) + 1)
-            rect[cell, 2] = max(0, int(np.floor(umin)) - 1)
-            rect[cell, 3] = min(width - 1, int(np.ceil(umax)) + 1)
+        near[cell] = _box_in_view(
+            cell_lo[cell], cell_hi[cell], 0.0, R, t, K, shape, min_depth, max_depth, corner, rect[cell]
+        )
+    block_rect = np.empty(4, dtype=np.int64)
+    targets = np.empty(BLOCK_POINTS, dtype=np.int64)
     # nearest cells first, so nearer surfaces are drawn before the cells they may hide entirely
-    pixel = max(fx, fy)
+    pixel = max(K[0, 0], K[1, 1])
     for cell in np.argsort(near):
         if near[cell] == np.inf:
             break
@@ -354,53 +592,28 @@ def splat_surfels(
         level = 0
         while level + 1 < level_sizes.shape[0] and level_sizes[level + 1] * pixel <= lod_pixels * near[cell]:
             level += 1
-        end = level_ends[cell, level]
-        if fitted[cell] < end:
-            fit_surfels(fine_index, fitted[cell], end, fine, fit, normals, radii)
-            fitted[cell] = end
-        for n in range(cell_starts[cell], end):
-            if radii[n] <= 0.0:  # isolated
+        first, end = cell_starts[cell], level_ends[cell, level]
+        for block in range(block_first[cell], block_first[cell + 1]):
+            b0 = first + (block - block_first[cell]) * BLOCK_POINTS
+            if b0 >= end:
+                break
+            b1 = min(end, b0 + BLOCK_POINTS)
+            grow = max(np.float64(block_rmax[block]), level_sizes[level])
+            if block_unfitted[block]:
+                grow = max(grow, radius_bound)
+            zmin = _box_in_view(
+                block_lo[block], block_hi[block], grow, R, t, K, shape, min_depth, max_depth, corner, block_rect
+            )
+            if zmin == np.inf or (block_rect[0] >= 0 and _hidden(depth, block_rect, zmin)):
                 continue
-            r = max(np.float64(radii[n]), level_sizes[level])
-            px, py, pz = np.float64(points[n, 0]), np.float64(points[n, 1]), np.float64(points[n, 2])
-            x = R[0, 0] * px + R[0, 1] * py + R[0, 2] * pz + t[0]
-            y = R[1, 0] * px + R[1, 1] * py + R[1, 2] * pz + t[1]
-            z = R[2, 0] * px + R[2, 1] * py + R[2, 2] * pz + t[2]
-            if z - r <= min_depth or z - r > max_depth:
-                continue
-            tested += 1
-            qx, qy, qz = np.float64(normals[n, 0]), np.float64(normals[n, 1]), np.float64(normals[n, 2])
-            if qx == NO_NORMAL and qy == NO_NORMAL and qz == NO_NORMAL:
-                norm = np.sqrt(x * x + y * y + z * z)
-                nx, ny, nz = x / norm, y / norm, z / norm
-            else:
-                nx = R[0, 0] * qx + R[0, 1] * qy + R[0, 2] * qz
-                ny = R[1, 0] * qx + R[1, 1] * qy + R[1, 2] * qz
-                nz = R[2, 0] * qx + R[2, 1] * qy + R[2, 2] * qz
-            yn = y / z
-            u = fx * x / z + skew * yn + cx
-            v = fy * yn + cy
-            reach = min(r / (z - r), max_footprint / fx)  # the disc's angular half-extent, bounded
-            ru, rv = fx * reach + abs(skew) * reach, fy * reach
-            i0, i1 = max(0, int(np.ceil(v - rv))), min(height - 1, int(np.floor(v + rv)))
-            j0, j1 = max(0, int(np.ceil(u - ru))), min(width - 1, int(np.floor(u + ru)))
-            plane = nx * x + ny * y + nz * z
-            r2 = r * r
-            for i in range(i0, i1 + 1):
-                dy = (i - cy) / fy
-                for j in range(j0, j1 + 1):
-                    dx = (j - cx - skew * dy) / fx
-                    facing = nx * dx + ny * dy + nz
-                    if facing * facing < min_cos * min_cos * (dx * dx + dy * dy + 1.0):
-                        continue
-                    zt = plane / facing
-                    if zt <= min_depth or zt > max_depth:
-                        continue
-                    ex, ey, ez = zt * dx - x, zt * dy - y, zt - z
-                    if ex * ex + ey * ey + ez * ez > r2:
-                        continue
-                    current = depth[i, j]
-                    if current == 0.0 or zt < current:
-                        depth[i, j] = zt
-                        winner[i, j] = winner_offset + n
-    return tested
+            if block_unfitted[block]:
+                count, largest = _fit_visible(
+                    b0, b1, max(radius_bound, level_sizes[level]), targets, fine_index, fine, fit, points,
+                    normals, radii, R, t, K, depth, min_depth, max_depth, max_footprint,
+                )  # fmt: skip
+                block_unfitted[block] -= count
+                block_rmax[block] = max(np.float64(block_rmax[block]), largest)
+            _draw_discs(
+                b0, b1, level_sizes[level], points, normals, radii, R, t, K, depth, winner, winner_offset,
+                min_depth, max_depth, min_cos, max_footprint,
+            )  # fmt: skip

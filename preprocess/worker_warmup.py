@@ -29,9 +29,11 @@ def _run_kernels_once() -> None:
     box, starts, sizes = np.zeros((1, 3)), np.array([0, 1]), np.array([0.0, 1.0])
     _, ends = detail_levels(cloud, starts, sizes)
     fine, fit = (cloud, one, starts, np.ones(3, np.int64)), (6, 4, 0.9, 0.5, 0.5, 0.1)
+    cells = (starts, ends, sizes, box, box)
+    blocks = (starts, cloud, cloud, np.zeros(1, np.float32), np.ones(1, np.int64), 0.5)
     splat_surfels(
-        cloud, cloud.copy(), np.ones(1, np.float32), one, fine, fit, one.copy(), starts, ends, sizes, box,
-        box, pose, K, depth, np.zeros((2, 2), np.int64), 0, 0.1, 10.0, 0.02, 8.0, 1.0,
+        cloud, cloud.copy(), np.full(1, -1.0, np.float32), one, fine, fit, cells, blocks, pose, K, depth,
+        np.zeros((2, 2), np.int64), 0, 0.1, 10.0, 0.02, 8.0, 1.0,
     )  # fmt: skip
 
 

@@ -18,13 +18,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ...surfels import detail_levels, grid_keys, splat_surfels
+from ...surfels import (
+    BLOCK_POINTS, UNFITTED, count_distinct, detail_levels, grid_keys, splat_surfels, stable_key_order,
+)
 from .static_ply import Window, read_static_ply
 
 log = logging.getLogger(__name__)
 # label groups whose members may stand for each other (flat ground: the 2D and 3D annotators
 # disagree at road/sidewalk/parking/terrain borders); any other label must match exactly
 GROUND_LABELS = (6, 7, 8, 9, 10, 22)
+DENSE_COUNT_CELLS = 1 << 28  # 1 m voxels counted in a byte array up to this many (256 MB)
 CACHED_WINDOWS = 3  # a frame needs at most two; one more spares a reload at window changes
 
 
@@ -57,16 +60,12 @@ class SurfelWindow:
     name: str
     points: np.ndarray  # (N, 3) float32 world, in drawing order (coarse cell, then level)
     normals: np.ndarray  # (N, 3) float32 (zero: no plane); valid where fitted
-    radii: np.ndarray  # (N,) float32 metres (0: isolated, never drawn); valid where fitted
+    radii: np.ndarray  # (N,) float32 metres (0: isolated, never drawn; UNFITTED until fitted)
     labels: np.ndarray  # (N,) uint8 KITTI-360 label ids
     fine_index: np.ndarray  # (N,) int64: each point's place in the fine grid's order
     fine: tuple  # (points (N, 3) float32, cell keys, cell starts, dims) of the fine grid
-    fitted: np.ndarray  # (C,) int64: end of each cell's prefix already fitted
-    cell_starts: np.ndarray  # (C + 1,) int64
-    level_ends: np.ndarray  # (C, L + 1) int64: end of each detail level's prefix of a cell
-    level_sizes: np.ndarray  # (L + 1,) float64 metres: cube side of each level (0: every point)
-    cell_lo: np.ndarray  # (C, 3) float64, grown by the largest disc radius
-    cell_hi: np.ndarray  # (C, 3) float64
+    cells: tuple  # (cell_starts, level_ends, level_sizes, cell_lo, cell_hi), see splat_surfels
+    blocks: tuple  # (block_first, block_lo, block_hi, block_rmax, block_unfitted, radius_bound), see splat_surfels
     nonfinite_dropped: int
 
     def __len__(self) -> int:
@@ -80,7 +79,7 @@ def _grid(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
 
 def _grouped(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sort order, unique sorted keys and their start offsets (one past the end appended)."""
-    order = np.argsort(keys, kind="stable")
+    order = stable_key_order(keys)
     sorted_keys = keys[order]
     starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
     return order, sorted_keys[starts], np.r_[starts, len(keys)].astype(np.int64)
@@ -89,8 +88,10 @@ def _grouped(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _spacing_estimate(points: np.ndarray) -> float:
     """Typical point spacing: points per occupied 1 m voxel are about points per square metre
     of surface, whose inverse square root is the spacing."""
-    keys, _ = _grid(points, 1.0)
-    per_voxel = len(points) / max(1, len(np.unique(keys)))
+    keys, dims = _grid(points, 1.0)
+    cells = int(np.prod(dims))
+    occupied = count_distinct(keys, cells) if cells <= DENSE_COUNT_CELLS else len(np.unique(keys))
+    per_voxel = len(points) / max(1, occupied)
     return float(1.0 / np.sqrt(max(per_voxel, 1.0)))
 
 
@@ -109,16 +110,21 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     cloud = read_static_ply(window.path)
     points, labels = cloud.points, np.clip(cloud.semantic, 0, 255).astype(np.uint8)
     if len(points) == 0:
-        points, none, box = np.zeros((0, 3), np.float32), np.zeros(0, np.int64), np.zeros((0, 3))
+        points, none = np.zeros((0, 3), np.float32), np.zeros(0, np.int64)
+        starts, box = np.zeros(1, np.int64), np.zeros((0, 3))
+        cells = (starts, np.zeros((0, 1), np.int64), np.zeros(1), box, box)
+        blocks = (starts, points, points, np.zeros(0, np.float32), none, 0.0)
+        fine = (points, none, starts, np.ones(3, np.int64))
         return SurfelWindow(
-            window.path.name, points, points.copy(), np.zeros(0, np.float32), labels, none,
-            (points, none, np.zeros(1, np.int64), np.ones(3, np.int64)), none, np.zeros(1, np.int64),
-            np.zeros((0, 1), np.int64), np.zeros(1), box, box, cloud.nonfinite_dropped,
+            window.path.name, points, points.copy(), np.zeros(0, np.float32), labels, none, fine, cells, blocks,
+            cloud.nonfinite_dropped,
         )  # fmt: skip
     # neighbour search in cells two spacings wide: about four points each on a surface, and
     # the k nearest of a point lie within the 3x3x3 cells around it
     spacing = max(_spacing_estimate(points), 5e-4)
     keys, dims = _grid(points, 2.0 * spacing)
+    # the k nearest lie within two cells along each axis, so no disc radius exceeds this
+    radius_bound = min(settings.max_radius, 1.01 * settings.radius_scale * 2.0 * np.sqrt(3.0) * 2.0 * spacing)
     order, cell_keys, starts = _grouped(keys)
     fine_points, labels = points[order], labels[order]
     coarse, _ = _grid(fine_points, settings.grid_cell)
@@ -130,12 +136,27 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     first = cell_starts[:-1]
     cell_lo = np.minimum.reduceat(points, first, axis=0).astype(np.float64) - settings.max_radius
     cell_hi = np.maximum.reduceat(points, first, axis=0).astype(np.float64) + settings.max_radius
+    cells = (cell_starts, level_ends, sizes, cell_lo, cell_hi)
     fine = (fine_points, cell_keys, starts, dims)
     return SurfelWindow(
-        window.path.name, points, np.zeros_like(points), np.zeros(len(points), np.float32),
-        labels[fine_index], fine_index, fine, first.copy(), cell_starts, level_ends, sizes, cell_lo, cell_hi,
+        window.path.name, points, np.zeros(points.shape, np.float32), np.full(len(points), UNFITTED, np.float32),
+        labels[fine_index], fine_index, fine, cells, draw_blocks(points, cell_starts, radius_bound),
         cloud.nonfinite_dropped,
     )  # fmt: skip
+
+
+def draw_blocks(points: np.ndarray, cell_starts: np.ndarray, radius_bound: float) -> tuple:
+    """Each cell's points cut into runs of BLOCK_POINTS, as splat_surfels takes them: (first
+    block of each cell (C + 1,), boxes lo and hi (B, 3), largest fitted disc radius (B,),
+    discs not fitted yet (B,), radius_bound)."""
+    per_cell = (np.diff(cell_starts) + BLOCK_POINTS - 1) // BLOCK_POINTS
+    block_first = np.r_[0, np.cumsum(per_cell)].astype(np.int64)
+    cell_of_block = np.repeat(np.arange(len(per_cell)), per_cell)
+    starts = cell_starts[cell_of_block] + (np.arange(block_first[-1]) - block_first[cell_of_block]) * BLOCK_POINTS
+    lo = np.minimum.reduceat(points, starts, axis=0)
+    hi = np.maximum.reduceat(points, starts, axis=0)
+    sizes = np.diff(np.append(starts, len(points))).astype(np.int64)  # a cell's last block may be short
+    return block_first, lo, hi, np.zeros(len(starts), np.float32), sizes, float(radius_bound)
 
 
 def fit_settings(settings: StaticSettings) -> tuple:
@@ -194,8 +215,8 @@ def render_clouds(
     for window in windows:
         splat_surfels(
             window.points, window.normals, window.radii, window.fine_index, window.fine,
-            fit_settings(settings), window.fitted, window.cell_starts, window.level_ends, window.level_sizes,
-            window.cell_lo, window.cell_hi, np.asarray(cam_from_world, np.float64), np.asarray(K, np.float64),
+            fit_settings(settings), window.cells, window.blocks, np.asarray(cam_from_world, np.float64),
+            np.asarray(K, np.float64),
             depth, winner, offset, min_depth, max_depth, settings.min_cos, settings.max_footprint_px,
             settings.lod_pixels,
         )  # fmt: skip
