@@ -490,7 +490,8 @@ def _draw_discs(
         if radii[n] <= 0.0:  # isolated, or not fitted (no frame has shown it yet)
             continue
         r = max(np.float64(radii[n]), level_size)
-        x, y, z, i0, i1, j0, j1 = _footprint(n, r, points, R, t, K, depth, min_depth, max_depth, max_footprint)
+        view = _footprint(n, r, points, R, t, K, depth, min_depth, max_depth, max_footprint)
+        x, y, z, i0, i1, j0, j1 = view
         if i0 < 0 or i0 > i1:  # reaches nearer than min_depth, or can win no pixel
             continue
         qx, qy, qz = np.float64(normals[n, 0]), np.float64(normals[n, 1]), np.float64(normals[n, 2])
@@ -601,9 +602,8 @@ def splat_surfels(
             grow = max(np.float64(block_rmax[block]), level_sizes[level])
             if block_unfitted[block]:
                 grow = max(grow, radius_bound)
-            zmin = _box_in_view(
-                block_lo[block], block_hi[block], grow, R, t, K, shape, min_depth, max_depth, corner, block_rect
-            )
+            lo, hi = block_lo[block], block_hi[block]
+            zmin = _box_in_view(lo, hi, grow, R, t, K, shape, min_depth, max_depth, corner, block_rect)
             if zmin == np.inf or (block_rect[0] >= 0 and _hidden(depth, block_rect, zmin)):
                 continue
             if block_unfitted[block]:

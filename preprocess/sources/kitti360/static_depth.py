@@ -19,7 +19,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ...surfels import (
-    BLOCK_POINTS, UNFITTED, count_distinct, detail_levels, grid_keys, splat_surfels, stable_key_order,
+    BLOCK_POINTS,
+    UNFITTED,
+    count_distinct,
+    detail_levels,
+    grid_keys,
+    splat_surfels,
+    stable_key_order,
 )
 from .static_ply import Window, read_static_ply
 
@@ -65,7 +71,7 @@ class SurfelWindow:
     fine_index: np.ndarray  # (N,) int64: each point's place in the fine grid's order
     fine: tuple  # (points (N, 3) float32, cell keys, cell starts, dims) of the fine grid
     cells: tuple  # (cell_starts, level_ends, level_sizes, cell_lo, cell_hi), see splat_surfels
-    blocks: tuple  # (block_first, block_lo, block_hi, block_rmax, block_unfitted, radius_bound), see splat_surfels
+    blocks: tuple  # (block_first, block_lo, block_hi, block_rmax, block_unfitted, radius_bound)
     nonfinite_dropped: int
 
     def __len__(self) -> int:
@@ -116,8 +122,8 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
         blocks = (starts, points, points, np.zeros(0, np.float32), none, 0.0)
         fine = (points, none, starts, np.ones(3, np.int64))
         return SurfelWindow(
-            window.path.name, points, points.copy(), np.zeros(0, np.float32), labels, none, fine, cells, blocks,
-            cloud.nonfinite_dropped,
+            window.path.name, points, points.copy(), np.zeros(0, np.float32), labels, none, fine, cells,
+            blocks, cloud.nonfinite_dropped,
         )  # fmt: skip
     # neighbour search in cells two spacings wide: about four points each on a surface, and
     # the k nearest of a point lie within the 3x3x3 cells around it
@@ -138,9 +144,10 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     cell_hi = np.maximum.reduceat(points, first, axis=0).astype(np.float64) + settings.max_radius
     cells = (cell_starts, level_ends, sizes, cell_lo, cell_hi)
     fine = (fine_points, cell_keys, starts, dims)
+    blocks = draw_blocks(points, cell_starts, radius_bound)
     return SurfelWindow(
-        window.path.name, points, np.zeros(points.shape, np.float32), np.full(len(points), UNFITTED, np.float32),
-        labels[fine_index], fine_index, fine, cells, draw_blocks(points, cell_starts, radius_bound),
+        window.path.name, points, np.zeros(points.shape, np.float32),
+        np.full(len(points), UNFITTED, np.float32), labels[fine_index], fine_index, fine, cells, blocks,
         cloud.nonfinite_dropped,
     )  # fmt: skip
 
@@ -152,7 +159,8 @@ def draw_blocks(points: np.ndarray, cell_starts: np.ndarray, radius_bound: float
     per_cell = (np.diff(cell_starts) + BLOCK_POINTS - 1) // BLOCK_POINTS
     block_first = np.r_[0, np.cumsum(per_cell)].astype(np.int64)
     cell_of_block = np.repeat(np.arange(len(per_cell)), per_cell)
-    starts = cell_starts[cell_of_block] + (np.arange(block_first[-1]) - block_first[cell_of_block]) * BLOCK_POINTS
+    within = np.arange(block_first[-1]) - block_first[cell_of_block]
+    starts = cell_starts[cell_of_block] + within * BLOCK_POINTS
     lo = np.minimum.reduceat(points, starts, axis=0)
     hi = np.maximum.reduceat(points, starts, axis=0)
     sizes = np.diff(np.append(starts, len(points))).astype(np.int64)  # a cell's last block may be short
