@@ -87,39 +87,6 @@ def grid_keys(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 @nb.njit(cache=True, nogil=True)
-def stable_key_order(keys: np.ndarray) -> np.ndarray:
-    """The permutation np.argsort(keys, kind="stable") gives, for non-negative int64 keys, by
-    least-significant-digit radix sort on 16-bit digits: linear time, where a comparison
-    sort of a window's millions of cell keys dominated its preparation."""
-    n = keys.shape[0]
-    order = np.arange(n)
-    if n == 0:
-        return order
-    top = keys.max()
-    sorted_keys = keys.copy()
-    spare_order = np.empty(n, dtype=np.int64)
-    spare_keys = np.empty(n, dtype=np.int64)
-    counts = np.empty(1 << 16, dtype=np.int64)
-    shift = 0
-    while shift == 0 or (top >> shift) > 0:
-        counts[:] = 0
-        for m in range(n):
-            counts[(sorted_keys[m] >> shift) & 0xFFFF] += 1
-        at = 0
-        for d in range(1 << 16):
-            at, counts[d] = at + counts[d], at
-        for m in range(n):
-            digit = (sorted_keys[m] >> shift) & 0xFFFF
-            spare_order[counts[digit]] = order[m]
-            spare_keys[counts[digit]] = sorted_keys[m]
-            counts[digit] += 1
-        order, spare_order = spare_order, order
-        sorted_keys, spare_keys = spare_keys, sorted_keys
-        shift += 16
-    return order
-
-
-@nb.njit(cache=True, nogil=True)
 def count_distinct(keys: np.ndarray, bound: int) -> int:
     """Number of distinct values among keys, all in 0..bound-1 (one byte of memory per value)."""
     seen = np.zeros(bound, dtype=np.bool_)

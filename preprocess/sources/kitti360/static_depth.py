@@ -25,7 +25,6 @@ from ...surfels import (
     detail_levels,
     grid_keys,
     splat_surfels,
-    stable_key_order,
 )
 from .static_ply import Window, read_static_ply
 
@@ -85,7 +84,7 @@ def _grid(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
 
 def _grouped(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sort order, unique sorted keys and their start offsets (one past the end appended)."""
-    order = stable_key_order(keys)
+    order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
     return order, sorted_keys[starts], np.r_[starts, len(keys)].astype(np.int64)
