@@ -17,6 +17,7 @@ import numpy as np
 NO_NORMAL = 0.0  # a zero normal: no reliable plane (edges, clutter); the disc then faces the camera
 BLOCK_POINTS = 64  # culling granularity below the coarse cell: enough points to amortise a box test
 UNFITTED = -1.0  # the radius of a disc not fitted yet
+PRETEST_PIXELS = 16  # see _fit_visible
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -357,13 +358,13 @@ def _box_in_view(
 @nb.njit(cache=True, nogil=True, inline="always")
 def _footprint(
     n: int, r: float, points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray, depth: np.ndarray,
-    min_depth: float, max_depth: float, max_footprint: float,
+    min_depth: float, max_depth: float, max_footprint: float, max_read: int,
 ) -> tuple:  # fmt: skip
     """Camera coordinates of point n and the pixel bounds (i0, i1, j0, j1) whose centres a disc
     of radius r there may cover; i0 > i1 when it can win no pixel: its nearest point lies
     beyond max_depth, no pixel centre falls in its footprint, or every pixel there already
-    holds something nearer than its nearest point. Discs reaching nearer than min_depth are
-    not judged here (i0 = -1)."""
+    holds something nearer than its nearest point (checked only where the footprint has at
+    most max_read pixels). Discs reaching nearer than min_depth are not judged (i0 = -1)."""
     height, width = depth.shape
     fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
     px, py, pz = np.float64(points[n, 0]), np.float64(points[n, 1]), np.float64(points[n, 2])
@@ -384,6 +385,8 @@ def _footprint(
     j0, j1 = max(0, int(np.ceil(u - ru))), min(width - 1, int(np.floor(u + ru)))
     if i0 > i1 or j0 > j1:
         return x, y, z, 1, 0, 1, 0
+    if (i1 - i0 + 1) * (j1 - j0 + 1) > max_read:
+        return x, y, z, i0, i1, j0, j1
     for i in range(i0, i1 + 1):
         for j in range(j0, j1 + 1):
             current = depth[i, j]
@@ -414,13 +417,17 @@ def _fit_visible(
 ) -> tuple[int, float]:
     """Fit the not yet fitted discs among first..last-1 that this frame may show, judged with
     radius_bound (no fitted radius exceeds it), so the test never drops a disc that could
-    win a pixel. Returns how many were fitted and their largest radius."""
+    win a pixel. A disc whose footprint at that radius spans more than PRETEST_PIXELS pixels
+    is fitted untested: judging it reads them all, every frame it stays unfitted, which soon
+    costs more than the fit. Returns how many were fitted and their largest radius."""
     count, largest = 0, 0.0
     for n in range(first, last):
         if radii[n] != UNFITTED:
             continue
-        i0, i1 = _footprint(n, radius_bound, points, R, t, K, depth, min_depth, max_depth, max_footprint)[3:5]
-        if i0 <= i1:
+        view = _footprint(
+            n, radius_bound, points, R, t, K, depth, min_depth, max_depth, max_footprint, PRETEST_PIXELS
+        )
+        if view[3] <= view[4]:
             targets[count] = n
             count += 1
     if count:
@@ -457,7 +464,7 @@ def _draw_discs(
         if radii[n] <= 0.0:  # isolated, or not fitted (no frame has shown it yet)
             continue
         r = max(np.float64(radii[n]), level_size)
-        view = _footprint(n, r, points, R, t, K, depth, min_depth, max_depth, max_footprint)
+        view = _footprint(n, r, points, R, t, K, depth, min_depth, max_depth, max_footprint, depth.size)
         x, y, z, i0, i1, j0, j1 = view
         if i0 < 0 or i0 > i1:  # reaches nearer than min_depth, or can win no pixel
             continue
