@@ -1,0 +1,137 @@
+"""Surfel rendering of static clouds: the culling (cells, blocks, discs) and the lazy fitting
+only skip work, never change a pixel; pinned against drawing every disc on a scene with
+occlusion, and the radius bound the lazy fit relies on holds."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from preprocess.sources.kitti360.static_depth import (
+    StaticSettings,
+    fit_settings,
+    prepare_window,
+    render_clouds,
+)
+from preprocess.sources.kitti360.static_ply import Window, static_vertex_dtype, write_static_ply
+from preprocess.surfels import UNFITTED, count_distinct, fit_surfels
+
+SHAPE = (48, 64)
+K = np.array([[50.0, 0.0, 31.5], [0.0, 50.0, 23.5], [0.0, 0.0, 1.0]])
+SETTINGS = replace(StaticSettings(), lod_pixels=1e-6)  # every cell drawn from all its points
+
+
+def _plane(rng, origin, u, v, n_u, n_v, spacing):
+    """Jittered samples of the parallelogram origin + a u + b v."""
+    a, b = np.meshgrid(np.arange(n_u), np.arange(n_v))
+    a = (a.ravel() + rng.uniform(-0.3, 0.3, a.size)) * spacing
+    b = (b.ravel() + rng.uniform(-0.3, 0.3, b.size)) * spacing
+    return np.asarray(origin) + a[:, None] * np.asarray(u) + b[:, None] * np.asarray(v)
+
+
+@pytest.fixture(scope="module")
+def window(tmp_path_factory):
+    """A wall in front of a larger wall, on a ground plane, plus a few isolated points."""
+    rng = np.random.default_rng(3)
+    parts = [
+        _plane(rng, (-1.0, -0.8, 4.0), (1, 0, 0), (0, 1, 0), 30, 24, 0.05),  # front wall
+        _plane(rng, (-3.0, -2.0, 7.0), (1, 0, 0), (0, 1, 0), 60, 55, 0.1),  # back wall
+        _plane(rng, (-3.0, 1.5, 2.0), (1, 0, 0), (0, 0, 1), 60, 50, 0.1),  # ground, seen at a slant
+        rng.uniform(-2, 2, (5, 3)) + (0, 0, 9),
+    ]
+    points = np.concatenate(parts)
+    vertices = np.zeros(len(points), static_vertex_dtype())
+    vertices["x"], vertices["y"], vertices["z"] = points.T
+    vertices["semantic"] = 11
+    path = tmp_path_factory.mktemp("surfels") / "0000000000_0000000009.ply"
+    write_static_ply(path, vertices)
+    return Window(path, 0, 9)
+
+
+def _poses():
+    """The identity and two views from the side and from above."""
+    poses = [np.eye(4)]
+    for yaw, pitch, shift in ((0.3, 0.0, (0.8, 0.0, 0.5)), (-0.2, 0.25, (-0.5, 0.6, 0.0))):
+        cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
+        rot = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]]) @ np.array(
+            [[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]
+        )
+        pose = np.eye(4)
+        pose[:3, :3], pose[:3, 3] = rot, shift
+        poses.append(pose)
+    return poses
+
+
+def _every_disc(prepared, cam_from_world, min_depth, max_depth):
+    """Depth from drawing every fitted disc of the window, no culling: the kernel's footprint
+    and ray/disc rules, in NumPy."""
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    R, t = cam_from_world[:3, :3], cam_from_world[:3, 3]
+    depth = np.full(SHAPE, np.inf)
+    for n in np.flatnonzero(prepared.radii > 0):
+        r = float(prepared.radii[n])
+        x, y, z = R @ prepared.points[n].astype(np.float64) + t
+        if z - r <= min_depth or z - r > max_depth:
+            continue
+        normal = prepared.normals[n].astype(np.float64)
+        normal = np.array([x, y, z]) / np.linalg.norm([x, y, z]) if not normal.any() else R @ normal
+        u, v = fx * x / z + cx, fy * y / z + cy
+        reach = min(r / (z - r), SETTINGS.max_footprint_px / fx)
+        i0, i1 = max(0, int(np.ceil(v - fy * reach))), min(SHAPE[0] - 1, int(np.floor(v + fy * reach)))
+        j0, j1 = max(0, int(np.ceil(u - fx * reach))), min(SHAPE[1] - 1, int(np.floor(u + fx * reach)))
+        for i in range(i0, i1 + 1):
+            for j in range(j0, j1 + 1):
+                ray = np.array([(j - cx) / fx, (i - cy) / fy, 1.0])
+                facing = normal @ ray
+                if facing**2 < SETTINGS.min_cos**2 * (ray @ ray):
+                    continue
+                zt = (normal @ (x, y, z)) / facing
+                if min_depth < zt <= max_depth and np.sum((zt * ray - (x, y, z)) ** 2) <= r * r:
+                    depth[i, j] = min(depth[i, j], zt)
+    depth[np.isinf(depth)] = 0.0
+    return depth
+
+
+def _fit_all(prepared):
+    everything = np.arange(len(prepared))
+    fit_surfels(
+        everything,
+        prepared.fine_index,
+        prepared.fine,
+        fit_settings(SETTINGS),
+        prepared.normals,
+        prepared.radii,
+    )
+
+
+def test_culling_and_lazy_fitting_change_no_pixel(window):
+    lazy = prepare_window(window, SETTINGS)
+    reference = prepare_window(window, SETTINGS)
+    _fit_all(reference)
+    drawn = 0
+    for pose in _poses():
+        cam_from_world = np.linalg.inv(pose)
+        cloud = render_clouds([lazy], cam_from_world, K, SHAPE, 0.5, 50.0, SETTINGS)
+        expected = _every_disc(reference, cam_from_world, 0.5, 50.0)
+        assert (cloud.depth > 0).mean() > 0.3
+        np.testing.assert_allclose(cloud.depth, expected, rtol=1e-5, atol=0)
+        drawn += (cloud.depth > 0).sum()
+    assert drawn > 0
+    # the front wall hides part of the back wall: some discs were never fitted
+    fitted = lazy.radii != UNFITTED
+    assert 0 < fitted.sum() < len(lazy)
+    np.testing.assert_array_equal(lazy.radii[fitted], reference.radii[fitted])
+
+
+def test_no_fitted_radius_exceeds_the_bound_the_lazy_fit_uses(window):
+    prepared = prepare_window(window, SETTINGS)
+    _fit_all(prepared)
+    bound = prepared.blocks[5]
+    assert 0 < prepared.radii.max() <= bound <= SETTINGS.max_radius
+
+
+def test_count_distinct_matches_numpy():
+    keys = np.random.default_rng(0).integers(0, 1000, 5000)
+    assert count_distinct(keys, 1000) == len(np.unique(keys))
