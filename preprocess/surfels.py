@@ -88,6 +88,19 @@ def grid_keys(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 @nb.njit(cache=True, nogil=True)
+def gather_points(points: np.ndarray, labels: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(points[index], labels[index]) in one pass: NumPy's row gather of a window's millions
+    of (x, y, z) rows is a third of its preparation."""
+    out_points = np.empty((index.shape[0], 3), dtype=points.dtype)
+    out_labels = np.empty(index.shape[0], dtype=labels.dtype)
+    for m in range(index.shape[0]):
+        n = index[m]
+        out_points[m, 0], out_points[m, 1], out_points[m, 2] = points[n, 0], points[n, 1], points[n, 2]
+        out_labels[m] = labels[n]
+    return out_points, out_labels
+
+
+@nb.njit(cache=True, nogil=True)
 def count_distinct(keys: np.ndarray, bound: int) -> int:
     """Number of distinct values among keys, all in 0..bound-1 (one byte of memory per value)."""
     seen = np.zeros(bound, dtype=np.bool_)

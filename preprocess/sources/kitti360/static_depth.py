@@ -23,6 +23,7 @@ from ...surfels import (
     UNFITTED,
     count_distinct,
     detail_levels,
+    gather_points,
     grid_keys,
     splat_surfels,
 )
@@ -131,13 +132,13 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     # the k nearest lie within two cells along each axis, so no disc radius exceeds this
     radius_bound = min(settings.max_radius, 1.01 * settings.radius_scale * 2.0 * np.sqrt(3.0) * 2.0 * spacing)
     order, cell_keys, starts = _grouped(keys)
-    fine_points, labels = points[order], labels[order]
+    fine_points, labels = gather_points(points, labels, order)
     coarse, _ = _grid(fine_points, settings.grid_cell)
     by_cell, _, cell_starts = _grouped(coarse)
     sizes = detail_sizes(spacing, settings.max_radius)
-    by_level, level_ends = detail_levels(fine_points[by_cell], cell_starts, sizes)
+    by_level, level_ends = detail_levels(gather_points(fine_points, labels, by_cell)[0], cell_starts, sizes)
     fine_index = by_cell[by_level]
-    points = fine_points[fine_index]
+    points, labels = gather_points(fine_points, labels, fine_index)
     first = cell_starts[:-1]
     cell_lo = np.minimum.reduceat(points, first, axis=0).astype(np.float64) - settings.max_radius
     cell_hi = np.maximum.reduceat(points, first, axis=0).astype(np.float64) + settings.max_radius
@@ -146,7 +147,7 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     blocks = draw_blocks(points, cell_starts, radius_bound)
     return SurfelWindow(
         window.path.name, points, np.zeros(points.shape, np.float32),
-        np.full(len(points), UNFITTED, np.float32), labels[fine_index], fine_index, fine, cells, blocks,
+        np.full(len(points), UNFITTED, np.float32), labels, fine_index, fine, cells, blocks,
         cloud.nonfinite_dropped,
     )  # fmt: skip
 
@@ -267,6 +268,12 @@ def check_labels(
     cloud.winner[bad] = -1
 
 
+def _distinct(values: np.ndarray) -> int:
+    """Number of distinct values (np.unique takes four times as long for a frame's winners)."""
+    ordered = np.sort(values)
+    return int(ordered.size > 0) + int(np.count_nonzero(ordered[1:] != ordered[:-1]))
+
+
 def merge_depth(lidar: np.ndarray, cloud: CloudDepth, rel_tol: float) -> tuple[np.ndarray, int]:
     """The one merge rule: a pixel takes the cloud's depth where only the cloud has one or
     where LiDAR agrees with it within rel_tol (the cloud's is the surface at the pixel centre,
@@ -278,4 +285,4 @@ def merge_depth(lidar: np.ndarray, cloud: CloudDepth, rel_tol: float) -> tuple[n
     use_cloud = (cloud.depth > 0) & ~disagree
     merged = np.where(use_cloud, cloud.depth, lidar).astype(np.float32)
     merged[disagree] = 0.0
-    return merged, int(np.unique(cloud.winner[use_cloud]).size)
+    return merged, _distinct(cloud.winner[use_cloud])
