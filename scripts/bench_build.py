@@ -19,7 +19,7 @@ static-cloud windows of at least N points each (KITTI-360's are 5-30 million; th
 frames give two windows of 240 frames each, as KITTI-360's), and one worker builds it twice in
 fresh processes, LiDAR-only and with the clouds: frames/s of both, their ratio, and each
 worker's peak memory. The windows' preparation (read, grids, levels of detail; surfels are
-fitted later, as frames draw them) is also timed alone.
+fitted later, as frames first may show them) is also timed alone.
 Usage: python scripts/bench_build.py [--frames 60] [--chunk-frames 128] [--repeat 3] [--workdir DIR]
        [--checksum-cost] [--cloud-points 15000000] [--cloud-frames 400] [--only-clouds]
 """
