@@ -1,5 +1,5 @@
 """Numba kernels that turn a dense static point cloud into depth: surfels (oriented discs)
-rendered per frame, each fitted once, the first time a frame draws it.
+rendered per frame, each fitted once, the first time a frame may show it.
 
 Each point becomes a disc: its normal from the plane through its k nearest neighbours, its
 radius from their spacing, so neighbouring discs close the surface without reaching far

@@ -13,7 +13,7 @@ import numpy as np
 from . import driver  # noqa: F401  (the workers' own imports)
 from .kernels import NO_LABELS, depth_to_world, register_sweep, remove_occluded, zbuffer_points
 from .sources import kitti360  # noqa: F401  (the source `kitti360-prep build` runs in workers)
-from .surfels import detail_levels, splat_surfels
+from .surfels import count_distinct, detail_levels, gather_points, splat_surfels
 
 
 def _run_kernels_once() -> None:
@@ -28,6 +28,8 @@ def _run_kernels_once() -> None:
     cloud, one = np.ones((1, 3), np.float32), np.zeros(1, np.int64)
     box, starts, sizes = np.zeros((1, 3)), np.array([0, 1]), np.array([0.0, 1.0])
     _, ends = detail_levels(cloud, starts, sizes)
+    gather_points(cloud, np.zeros(1, np.uint8), one)
+    count_distinct(one, 1)
     fine, fit = (cloud, one, starts, np.ones(3, np.int64)), (6, 4, 0.9, 0.5, 0.5, 0.1)
     cells = (starts, ends, sizes, box, box)
     blocks = (starts, cloud, cloud, np.zeros(1, np.float32), np.ones(1, np.int64), 0.5)

@@ -3,7 +3,7 @@
 A window is prepared once per worker process (kept in a small cache, so the units that share
 it reuse it): its points are sorted into a fine grid (for neighbour search) and a coarse grid
 with nested levels of detail (for drawing); each point becomes a surfel (normal and radius
-from its k nearest neighbours) the first time a frame draws it. A frame's cloud depth renders
+from its k nearest neighbours) the first time a frame may show it. A frame's cloud depth renders
 the surfels of every window that covers the frame (surfels.py), keeps a pixel only where the
 winning point's 3D label agrees with the frame's 2D label (so ground never shows through a
 facade missing from the cloud, nor static road through a car that is there now), then merges
