@@ -129,11 +129,12 @@ def test_resume_reproduces_uninterrupted_losses(shards, tmp_path, monkeypatch):
 
 def test_ddp_two_processes_match_single_process(shards, tmp_path):
     common = [
-        "run.steps=3",
+        "run.steps=6",  # by step 6 both ranks have drawn windows again
         "run.steps_per_epoch=3",
         "optim.warmup=0.0",
         "data.num_workers=0",
         "run.log_every=1",
+        "data.min_baseline_m=4.0",  # some windows move too little and are drawn again
     ]
     single = tmp_path / "single"
     Trainer(_config(shards, *common, "data.batch_size=2"), single, CPU).run()
@@ -149,6 +150,9 @@ def test_ddp_two_processes_match_single_process(shards, tmp_path):
     for a, b in zip(log_single, log_ddp, strict=True):  # same global-batch loss and gradients
         for key in ("loss", "grad_norm/heads", "grad_norm/aggregator"):
             assert a[key] == pytest.approx(b[key], rel=1e-5), key
+        # the data counts are the global batch's, summed over the ranks
+        assert (a["redrawn_windows"], a["nonfinite_depth"]) == (b["redrawn_windows"], b["nonfinite_depth"])
+    assert log_single[-1]["redrawn_windows"] > 0
     a = load_file(str(single / "checkpoints" / "epoch_0001" / "adapter_model.safetensors"))
     b = load_file(str(ddp / "checkpoints" / "epoch_0001" / "adapter_model.safetensors"))
     assert a.keys() == b.keys()

@@ -33,17 +33,27 @@ from .validation import BestTracker, Validator
 log = logging.getLogger(__name__)
 
 
-def _mean_over_ranks(terms: list[dict[str, float]]) -> dict[str, float]:
+def _mean_over_ranks(terms: list[dict[str, float]], device: torch.device) -> dict[str, float]:
     """Mean of the loss terms logged since the last log line and, under DDP, over all ranks,
-    so the log shows the loss of the global batch."""
+    so the log shows the loss of the global batch. The reduction runs on the training device:
+    NCCL reduces CUDA tensors only."""
     keys = sorted({k for t in terms for k in t})
     values = torch.tensor(
-        [float(np.mean([t[k] for t in terms if k in t])) for k in keys], dtype=torch.float64
+        [float(np.mean([t[k] for t in terms if k in t])) for k in keys], dtype=torch.float64, device=device
     )
     if dist.is_initialized():
         dist.all_reduce(values)
         values /= dist.get_world_size()
     return dict(zip(keys, values.tolist(), strict=True))
+
+
+def _sum_over_ranks(counts: dict[str, int], device: torch.device) -> dict[str, int]:
+    """Counts summed over all ranks under DDP: each rank loads its own share of every batch."""
+    if not dist.is_initialized():
+        return dict(counts)
+    values = torch.tensor(list(counts.values()), dtype=torch.int64, device=device)
+    dist.all_reduce(values)
+    return dict(zip(counts, values.tolist(), strict=True))
 
 
 def start_fresh(run_dir: Path, overwrite: bool) -> None:
@@ -290,7 +300,7 @@ class Trainer:
         since_log: list[dict[str, float]] = []  # loss terms of the micro-steps since the last log line
         frames = 0
         wait = compute = 0.0
-        data_counts = {"redrawn_windows": 0, "nonfinite_depth": 0}  # since the start of this process
+        data_counts = {"redrawn_windows": 0, "nonfinite_depth": 0}  # this rank's, since this process started
         if main and self.step == 0:  # the header row: what the data rules kept and left out
             # (at step 0 the log holds nothing to keep: at most the header of a killed attempt)
             with open(self.run_dir / layout.METRICS_FILE, "w") as fh:
@@ -316,7 +326,8 @@ class Trainer:
             self.step += 1
             bar.update(1)
             logging_step = self.step % cfg.run.log_every == 0 or self.step == cfg.run.steps
-            terms_mean = _mean_over_ranks(since_log) if logging_step else {}
+            terms_mean = _mean_over_ranks(since_log, self.device) if logging_step else {}
+            counts = _sum_over_ranks(data_counts, self.device) if logging_step else {}
             if main and logging_step:
                 elapsed = time.perf_counter() - tick
                 record = {
@@ -328,7 +339,7 @@ class Trainer:
                     "data_wait_share": wait / max(wait + compute, 1e-9),
                     "skipped_batches": self.skipped,
                     "nonfinite_steps": self.nonfinite_steps,
-                    **data_counts,
+                    **counts,
                 }
                 if self.device.type == "cuda":
                     record["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
