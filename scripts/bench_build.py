@@ -19,7 +19,8 @@ static-cloud windows of at least N points each (KITTI-360's are 5-30 million; th
 frames give two windows of 240 frames each, as KITTI-360's), and one worker builds it twice in
 fresh processes, LiDAR-only and with the clouds: frames/s of both, their ratio, and each
 worker's peak memory. The windows' preparation (read, grids, levels of detail; surfels are
-fitted later, as frames first may show them) is also timed alone.
+fitted later, as frames first may show them) is timed apart, and so are rendering the windows
+(fitting and drawing discs) and the label check and merge with LiDAR.
 Usage: python scripts/bench_build.py [--frames 60] [--chunk-frames 128] [--repeat 3] [--workdir DIR]
        [--checksum-cost] [--cloud-points 15000000] [--cloud-frames 400] [--only-clouds]
 """
@@ -209,29 +210,35 @@ def confined_build(root: Path, out: Path, config: Kitti360Config, workers: int) 
 
 PROBE_SPACING = 0.5  # metres: a cheap sampling whose point count scales to any spacing
 
-# one worker building in a fresh process: (seconds, peak resident GiB, frames, seconds spent
-# preparing static windows)
+# one worker building in a fresh process: (seconds, peak resident GiB, frames, and the seconds
+# spent preparing static windows, rendering them (fitting and drawing discs), and checking labels
+# and merging with LiDAR; wall time on the build's one core, which its read-ahead and writer
+# threads share)
 MEMORY_BUILD = """
 import json, resource, sys, time
 from pathlib import Path
-from preprocess.sources.kitti360 import Kitti360Config, static_depth
+from preprocess.sources.kitti360 import Kitti360Config, source, static_depth
 import preprocess.worker_warmup
 sys.path.insert(0, sys.argv[1])
 from bench_build import fresh_build
-spent = [0.0]
-prepare = static_depth.prepare_window
-def timed_prepare(*args):
-    start = time.perf_counter()
-    try:
-        return prepare(*args)
-    finally:
-        spent[0] += time.perf_counter() - start
-static_depth.prepare_window = timed_prepare
+spent = {"prepare": 0.0, "render": 0.0, "merge": 0.0}
+def timed(step, function):
+    def run(*args):
+        start = time.perf_counter()
+        try:
+            return function(*args)
+        finally:
+            spent[step] += time.perf_counter() - start
+    return run
+static_depth.prepare_window = timed("prepare", static_depth.prepare_window)
+source.render_clouds = timed("render", source.render_clouds)
+source.check_labels = timed("merge", source.check_labels)
+source.merge_depth = timed("merge", source.merge_depth)
 config = Kitti360Config(chunk_frames=int(sys.argv[4]), static_clouds=sys.argv[5] == "1")
 start = time.perf_counter()
 frames = fresh_build(Path(sys.argv[2]), Path(sys.argv[3]), config, 1)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-print(json.dumps([time.perf_counter() - start, peak, frames, spent[0]]))
+print(json.dumps([time.perf_counter() - start, peak, frames, *spent.values()]))
 """
 
 
@@ -269,15 +276,19 @@ def cloud_rows(work: Path, frames: int, points: int, chunk_frames: int) -> None:
           "1 worker on 1 core")  # fmt: skip
     print(f"{'pipeline':32s} {'frames':>7s} {'seconds':>8s} {'frames/s':>9s} {'peak GiB':>9s}")
     for clouds, label in (("0", "LiDAR only"), ("1", "LiDAR + static clouds")):
-        seconds, peak, n, _ = runs[clouds]
+        seconds, peak, n = runs[clouds][:3]
         print(f"{label:32s} {n:7d} {seconds:8.2f} {n / seconds:9.2f} {peak:9.2f}")
-    (t0, _, n0, _), (t1, _, n1, prep) = runs["0"], runs["1"]
+    (t0, _, n0, *_), (t1, _, n1, prep, render, merge) = runs["0"], runs["1"]
     lidar_fps = n0 / t0
     print(f"frames/s with clouds / LiDAR only: {(n1 / t1) / lidar_fps:.2f}")
     print(f"peak memory with clouds / LiDAR only: {runs['1'][1] / runs['0'][1]:.2f}x")
     per_window = prep / len(windows)
     print(
         f"window preparation (read, grids, levels of detail): {per_window:.1f} s per window, once per worker"
+    )
+    print(
+        f"time with clouds: preparing windows {prep:.1f} s, rendering them (fitting and drawing discs) "
+        f"{render:.1f} s, labels and merge {merge:.1f} s, the rest {t1 - prep - render - merge:.1f} s"
     )
     per_frame = (t1 - prep) / n1  # the clouds build without its window preparation
     print(
