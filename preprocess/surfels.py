@@ -18,6 +18,7 @@ NO_NORMAL = 0.0  # a zero normal: no reliable plane (edges, clutter); the disc t
 BLOCK_POINTS = 64  # culling granularity below the coarse cell: enough points to amortise a box test
 UNFITTED = -1.0  # the radius of a disc not fitted yet
 PRETEST_PIXELS = 16  # see _fit_visible
+DENSE_CUBES = 1 << 24  # detail_levels marks a cell's occupied cubes in a byte array up to this many
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -98,6 +99,22 @@ def gather_points(points: np.ndarray, labels: np.ndarray, index: np.ndarray) -> 
         out_points[m, 0], out_points[m, 1], out_points[m, 2] = points[n, 0], points[n, 1], points[n, 2]
         out_labels[m] = labels[n]
     return out_points, out_labels
+
+
+@nb.njit(cache=True, nogil=True)
+def stable_order_small_range(keys: np.ndarray, bound: int) -> np.ndarray:
+    """np.argsort(keys, kind="stable") for keys in 0..bound-1, by counting sort: linear time
+    for the few hundred thousand cells of a window's coarse grid."""
+    starts = np.zeros(bound + 1, dtype=np.int64)
+    for key in keys:
+        starts[key + 1] += 1
+    for k in range(bound):
+        starts[k + 1] += starts[k]
+    order = np.empty(keys.shape[0], dtype=np.int64)
+    for m in range(keys.shape[0]):
+        order[starts[keys[m]]] = m
+        starts[keys[m]] += 1
+    return order
 
 
 @nb.njit(cache=True, nogil=True)
@@ -261,6 +278,7 @@ def detail_levels(
     n_levels = sizes.shape[0]
     order = np.empty(points.shape[0], dtype=np.int64)
     ends = np.empty((n_cells, n_levels), dtype=np.int64)
+    seen = np.zeros(0, dtype=np.bool_)
     for cell in range(n_cells):
         first, last = cell_starts[cell], cell_starts[cell + 1]
         level = np.zeros(last - first, dtype=np.int64)
@@ -281,16 +299,28 @@ def detail_levels(
                 iy = int((points[n, 1] - lo[1]) / side)
                 iz = int((points[n, 2] - lo[2]) / side)
                 keys[c] = (ix * span + iy) * span + iz
-            by_key = np.argsort(keys, kind="mergesort")
             kept = np.empty(candidates.shape[0], dtype=np.int64)
-            n_kept, previous = 0, -1
-            for c in by_key:
-                if n_kept == 0 or keys[c] != previous:
-                    kept[n_kept] = candidates[c]
-                    level[candidates[c] - first] = lvl
-                    n_kept += 1
-                    previous = keys[c]
+            n_kept = 0
+            if span**3 <= DENSE_CUBES:  # the first candidate of each cube, marked in a byte array
+                if seen.shape[0] < span**3:
+                    seen = np.zeros(span**3, dtype=np.bool_)
+                for c in range(candidates.shape[0]):
+                    if not seen[keys[c]]:
+                        seen[keys[c]] = True
+                        kept[n_kept] = candidates[c]
+                        n_kept += 1
+                for c in range(candidates.shape[0]):
+                    seen[keys[c]] = False
+            else:  # the same, by a stable sort of the cube keys
+                previous = -1
+                for c in np.argsort(keys, kind="mergesort"):
+                    if n_kept == 0 or keys[c] != previous:
+                        kept[n_kept] = candidates[c]
+                        n_kept += 1
+                        previous = keys[c]
             candidates = np.sort(kept[:n_kept])
+            for c in range(n_kept):
+                level[candidates[c] - first] = lvl
         # counting sort by level, coarsest first
         counts = np.zeros(n_levels + 1, dtype=np.int64)
         for n in range(last - first):

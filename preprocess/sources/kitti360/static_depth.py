@@ -26,6 +26,7 @@ from ...surfels import (
     gather_points,
     grid_keys,
     splat_surfels,
+    stable_order_small_range,
 )
 from .static_ply import Window, read_static_ply
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 # label groups whose members may stand for each other (flat ground: the 2D and 3D annotators
 # disagree at road/sidewalk/parking/terrain borders); any other label must match exactly
 GROUND_LABELS = (6, 7, 8, 9, 10, 22)
+COUNTING_SORT_KEYS = 1 << 22  # grid keys sorted by counting (8 bytes per possible key) below this range
 DENSE_COUNT_CELLS = 1 << 28  # 1 m voxels counted in a byte array up to this many (256 MB)
 CACHED_WINDOWS = 3  # a frame needs at most two; one more spares a reload at window changes
 
@@ -83,9 +85,11 @@ def _grid(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
     return grid_keys(points, cell)
 
 
-def _grouped(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sort order, unique sorted keys and their start offsets (one past the end appended)."""
-    order = np.argsort(keys, kind="stable")
+def _grouped(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort order, unique sorted keys (all in 0..bound-1) and their start offsets (one past
+    the end appended)."""
+    small = bound <= min(COUNTING_SORT_KEYS, 4 * len(keys))
+    order = stable_order_small_range(keys, bound) if small else np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
     return order, sorted_keys[starts], np.r_[starts, len(keys)].astype(np.int64)
@@ -131,10 +135,10 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     keys, dims = _grid(points, 2.0 * spacing)
     # the k nearest lie within two cells along each axis, so no disc radius exceeds this
     radius_bound = min(settings.max_radius, 1.01 * settings.radius_scale * 2.0 * np.sqrt(3.0) * 2.0 * spacing)
-    order, cell_keys, starts = _grouped(keys)
+    order, cell_keys, starts = _grouped(keys, int(np.prod(dims)))
     fine_points, labels = gather_points(points, labels, order)
-    coarse, _ = _grid(fine_points, settings.grid_cell)
-    by_cell, _, cell_starts = _grouped(coarse)
+    coarse, coarse_dims = _grid(fine_points, settings.grid_cell)
+    by_cell, _, cell_starts = _grouped(coarse, int(np.prod(coarse_dims)))
     sizes = detail_sizes(spacing, settings.max_radius)
     by_level, level_ends = detail_levels(gather_points(fine_points, labels, by_cell)[0], cell_starts, sizes)
     fine_index = by_cell[by_level]
