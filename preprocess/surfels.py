@@ -338,11 +338,11 @@ def detail_levels(
 
 
 @nb.njit(cache=True, nogil=True)
-def _hidden(depth: np.ndarray, rect: np.ndarray, zmin: float) -> bool:
-    """Whether every pixel of the rectangle already holds a surface nearer than zmin (then
-    nothing of a box whose nearest corner is at zmin can show there)."""
-    for i in range(rect[0], rect[1] + 1):
-        for j in range(rect[2], rect[3] + 1):
+def _covered(depth: np.ndarray, i0: int, i1: int, j0: int, j1: int, zmin: float) -> bool:
+    """Whether every pixel of rows i0..i1, columns j0..j1 already holds a surface nearer than
+    zmin (then nothing whose nearest point is at zmin can show there)."""
+    for i in range(i0, i1 + 1):
+        for j in range(j0, j1 + 1):
             current = depth[i, j]
             if current == 0.0 or current >= zmin:
                 return False
@@ -428,13 +428,8 @@ def _footprint(
     j0, j1 = max(0, int(np.ceil(u - ru))), min(width - 1, int(np.floor(u + ru)))
     if i0 > i1 or j0 > j1:
         return x, y, z, 1, 0, 1, 0
-    if (i1 - i0 + 1) * (j1 - j0 + 1) > max_read:
+    if (i1 - i0 + 1) * (j1 - j0 + 1) > max_read or not _covered(depth, i0, i1, j0, j1, nearest):
         return x, y, z, i0, i1, j0, j1
-    for i in range(i0, i1 + 1):
-        for j in range(j0, j1 + 1):
-            current = depth[i, j]
-            if current == 0.0 or current >= nearest:
-                return x, y, z, i0, i1, j0, j1
     return x, y, z, 1, 0, 1, 0  # hidden
 
 
@@ -605,7 +600,8 @@ def splat_surfels(
     for cell in np.argsort(near):
         if near[cell] == np.inf:
             break
-        if rect[cell, 0] >= 0 and _hidden(depth, rect[cell], near[cell]):
+        i0, i1, j0, j1 = rect[cell, 0], rect[cell, 1], rect[cell, 2], rect[cell, 3]
+        if i0 >= 0 and _covered(depth, i0, i1, j0, j1, near[cell]):
             continue
         level = 0
         while level + 1 < level_sizes.shape[0] and level_sizes[level + 1] * pixel <= lod_pixels * near[cell]:
@@ -621,7 +617,8 @@ def splat_surfels(
                 grow = max(grow, radius_bound)
             lo, hi = block_lo[block], block_hi[block]
             zmin = _box_in_view(lo, hi, grow, R, t, K, shape, min_depth, max_depth, corner, block_rect)
-            if zmin == np.inf or (block_rect[0] >= 0 and _hidden(depth, block_rect, zmin)):
+            i0, i1, j0, j1 = block_rect[0], block_rect[1], block_rect[2], block_rect[3]
+            if zmin == np.inf or (i0 >= 0 and _covered(depth, i0, i1, j0, j1, zmin)):
                 continue
             if block_unfitted[block]:
                 count, largest = _fit_visible(

@@ -140,15 +140,18 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     coarse, coarse_dims = _grid(fine_points, settings.grid_cell)
     by_cell, _, cell_starts = _grouped(coarse, int(np.prod(coarse_dims)))
     sizes = detail_sizes(spacing, settings.max_radius)
-    by_level, level_ends = detail_levels(gather_points(fine_points, labels, by_cell)[0], cell_starts, sizes)
+    cell_points, cell_labels = gather_points(fine_points, labels, by_cell)
+    by_level, level_ends = detail_levels(cell_points, cell_starts, sizes)
     fine_index = by_cell[by_level]
-    points, labels = gather_points(fine_points, labels, fine_index)
-    first = cell_starts[:-1]
-    cell_lo = np.minimum.reduceat(points, first, axis=0).astype(np.float64) - settings.max_radius
-    cell_hi = np.maximum.reduceat(points, first, axis=0).astype(np.float64) + settings.max_radius
+    points, labels = gather_points(cell_points, cell_labels, by_level)  # each cell's own rows reordered
+    del cell_points, cell_labels
+    blocks = draw_blocks(points, cell_starts, radius_bound)
+    # a cell's box is the union of its blocks' boxes
+    block_first, block_lo, block_hi = blocks[:3]
+    cell_lo = np.minimum.reduceat(block_lo, block_first[:-1], axis=0).astype(np.float64) - settings.max_radius
+    cell_hi = np.maximum.reduceat(block_hi, block_first[:-1], axis=0).astype(np.float64) + settings.max_radius
     cells = (cell_starts, level_ends, sizes, cell_lo, cell_hi)
     fine = (fine_points, cell_keys, starts, dims)
-    blocks = draw_blocks(points, cell_starts, radius_bound)
     return SurfelWindow(
         window.path.name, points, np.zeros(points.shape, np.float32),
         np.full(len(points), UNFITTED, np.float32), labels, fine_index, fine, cells, blocks,
