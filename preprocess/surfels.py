@@ -18,6 +18,7 @@ NO_NORMAL = 0.0  # a zero normal: no reliable plane (edges, clutter); the disc t
 BLOCK_POINTS = 64  # culling granularity below the coarse cell: enough points to amortise a box test
 UNFITTED = -1.0  # the radius of a disc not fitted yet
 PRETEST_PIXELS = 16  # see _fit_visible
+RECT_MARGIN = 1e-3  # pixels; a box's pixel bounds are widened by this against rounding
 DENSE_CUBES = 1 << 24  # detail_levels marks a cell's occupied cubes in a byte array up to this many
 
 
@@ -391,10 +392,13 @@ def _box_in_view(
         return np.inf
     rect[:] = -1
     if zmin > min_depth:  # every corner in front: the projected corners bound the box
-        rect[0] = max(0, int(np.floor(vmin)) - 1)
-        rect[1] = min(height - 1, int(np.ceil(vmax)) + 1)
-        rect[2] = max(0, int(np.floor(umin)) - 1)
-        rect[3] = min(width - 1, int(np.ceil(umax)) + 1)
+        # pixel centres (integer coordinates) inside those bounds, with a hair of margin
+        rect[0] = max(0, int(np.ceil(vmin - RECT_MARGIN)))
+        rect[1] = min(height - 1, int(np.floor(vmax + RECT_MARGIN)))
+        rect[2] = max(0, int(np.ceil(umin - RECT_MARGIN)))
+        rect[3] = min(width - 1, int(np.floor(umax + RECT_MARGIN)))
+        if rect[0] > rect[1] or rect[2] > rect[3]:
+            return np.inf  # between pixel centres: no ray meets it
     return zmin
 
 
