@@ -69,9 +69,9 @@ def _smallest_eigenvector(c00, c01, c02, c11, c12, c22):
 
 
 @nb.njit(cache=True, nogil=True)
-def grid_keys(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
+def grid_keys(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Linear key ((ix * dims[1] + iy) * dims[2] + iz) of every point's cell in a grid of side
-    `cell` from the points' lowest corner, and the grid's dims; no temporaries."""
+    `cell` from the points' lowest corner `lo`; returns the keys, dims and lo. No temporaries."""
     lo = np.full(3, np.inf)
     for n in range(points.shape[0]):
         for a in range(3):
@@ -82,11 +82,16 @@ def grid_keys(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
             dims[a] = max(dims[a], int((np.float64(points[n, a]) - lo[a]) / cell) + 1)
     keys = np.empty(points.shape[0], dtype=np.int64)
     for n in range(points.shape[0]):
-        ix = int((np.float64(points[n, 0]) - lo[0]) / cell)
-        iy = int((np.float64(points[n, 1]) - lo[1]) / cell)
-        iz = int((np.float64(points[n, 2]) - lo[2]) / cell)
-        keys[n] = (ix * dims[1] + iy) * dims[2] + iz
-    return keys, dims
+        keys[n] = _cell_key(points, n, lo, cell, dims)
+    return keys, dims, lo
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _cell_key(points: np.ndarray, n: int, lo: np.ndarray, cell: float, dims: np.ndarray) -> int:
+    ix = int((np.float64(points[n, 0]) - lo[0]) / cell)
+    iy = int((np.float64(points[n, 1]) - lo[1]) / cell)
+    iz = int((np.float64(points[n, 2]) - lo[2]) / cell)
+    return (ix * dims[1] + iy) * dims[2] + iz
 
 
 @nb.njit(cache=True, nogil=True)
@@ -162,58 +167,60 @@ def fit_surfels(
     frame may show a disc, so points no frame can see (backs of buildings, facades behind
     facades, the detail of far cells) are never fitted.
 
-    `fine` = (points, cell_keys, cell_starts, dims): the cloud sorted by the cells of a fine
-    grid, cell c (of the sorted unique keys (ix * dims[1] + iy) * dims[2] + iz) holding points
-    cell_starts[c]:cell_starts[c+1]. The k nearest neighbours come from the 27 cells around a
-    point's cell. `fit` = (k, spacing_k, radius_scale, edge_radius_scale, max_radius,
-    max_ratio). Radius: radius_scale times the mean distance to the `spacing_k` nearest, at
-    most max_radius; a point with fewer than 2 neighbours there is isolated and gets radius 0
-    (never drawn). Normal: the plane through the point and its k nearest; zero when the
-    smallest/middle eigenvalue ratio exceeds max_ratio (no single plane: an edge, a corner or
-    clutter), and then the radius shrinks by edge_radius_scale, since a disc there would
-    reach past the edge over whatever lies behind it."""
-    points, cell_keys, cell_starts, dims = fine
+    `fine` = (points, cell_keys, cell_starts, dims, columns, lo, side): the cloud sorted by
+    the cells of grid_keys' grid of side `side` from `lo`, cell c (of the sorted unique keys
+    (ix * dims[1] + iy) * dims[2] + iz) holding points cell_starts[c]:cell_starts[c+1]; the
+    cells of column (ix, iy) are columns[ix * dims[1] + iy]:columns[ix * dims[1] + iy + 1].
+    The k nearest neighbours come from the 27 cells around a point's cell. `fit` = (k,
+    spacing_k, radius_scale, edge_radius_scale, max_radius, max_ratio). Radius: radius_scale
+    times the mean distance to the `spacing_k` nearest, at most max_radius; a point with fewer
+    than 2 neighbours there is isolated and gets radius 0 (never drawn). Normal: the plane
+    through the point and its k nearest; zero when the smallest/middle eigenvalue ratio
+    exceeds max_ratio (no single plane: an edge, a corner or clutter), and then the radius
+    shrinks by edge_radius_scale, since a disc there would reach past the edge over whatever
+    lies behind it."""
+    points, cell_keys, cell_starts, dims, columns, lo, side = fine
     k, spacing_k, radius_scale, edge_radius_scale, max_radius, max_ratio = fit
     near_d = np.empty(k, dtype=np.float64)
     near_i = np.empty(k, dtype=np.int64)
-    lo = np.empty(9, dtype=np.int64)
-    hi = np.empty(9, dtype=np.int64)
+    run_lo = np.empty(9, dtype=np.int64)
+    run_hi = np.empty(9, dtype=np.int64)
     cell, runs = -1, 0
     for out in targets:
         n = fine_index[out]
         if cell >= 0 and cell_starts[cell] <= n < cell_starts[cell + 1]:
             pass  # same fine cell as the previous point (the usual case): same neighbour runs
         else:
-            cell = np.searchsorted(cell_starts, n, side="right") - 1
-            key = cell_keys[cell]
+            key = _cell_key(points, n, lo, side, dims)
             iz = key % dims[2]
             iy = (key // dims[2]) % dims[1]
             ix = key // (dims[2] * dims[1])
-            # the neighbour cells' ranges: for each (dx, dy) the dz run is contiguous
+            cell = _search_from(cell_keys, key, columns[ix * dims[1] + iy], False)
+            # the neighbour cells' ranges: for each (dx, dy) the dz run is contiguous, found
+            # from the start of its column
             runs = 0
             for dx in (-1, 0, 1):
-                jx, at = ix + dx, -1
+                jx = ix + dx
                 if jx < 0 or jx >= dims[0]:
                     continue
                 for dy in (-1, 0, 1):
                     jy = iy + dy
                     if jy < 0 or jy >= dims[1]:
                         continue
-                    base = (jx * dims[1] + jy) * dims[2]
-                    if at < 0:
-                        start = np.searchsorted(cell_keys, base + max(iz - 1, 0))
-                    else:  # the next column of the same jx: a short way on
-                        start = _search_from(cell_keys, base + max(iz - 1, 0), at, False)
+                    column = jx * dims[1] + jy
+                    if columns[column] == columns[column + 1]:
+                        continue
+                    base = column * dims[2]
+                    start = _search_from(cell_keys, base + max(iz - 1, 0), columns[column], False)
                     stop = _search_from(cell_keys, base + min(iz + 1, dims[2] - 1), start, True)
-                    at = stop
                     if stop > start:
-                        lo[runs] = cell_starts[start]
-                        hi[runs] = cell_starts[stop]
+                        run_lo[runs] = cell_starts[start]
+                        run_hi[runs] = cell_starts[stop]
                         runs += 1
         px, py, pz = points[n, 0], points[n, 1], points[n, 2]
         found = 0
         for run in range(runs):
-            for m in range(lo[run], hi[run]):
+            for m in range(run_lo[run], run_hi[run]):
                 if m == n:
                     continue
                 dx, dy, dz = points[m, 0] - px, points[m, 1] - py, points[m, 2] - pz

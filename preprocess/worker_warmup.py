@@ -30,7 +30,8 @@ def _run_kernels_once() -> None:
     _, ends = detail_levels(cloud, starts, sizes)
     gather_points(cloud, np.zeros(1, np.uint8), one)
     count_distinct(one, 1)
-    fine, fit = (cloud, one, starts, np.ones(3, np.int64)), (6, 4, 0.9, 0.5, 0.5, 0.1)
+    fine = (cloud, one, starts, np.ones(3, np.int64), np.array([0, 1], np.int32), np.ones(3), 1.0)
+    fit = (6, 4, 0.9, 0.5, 0.5, 0.1)
     cells = (starts, ends, sizes, box, box)
     blocks = (starts, cloud, cloud, np.zeros(1, np.float32), np.ones(1, np.int64), 0.5)
     splat_surfels(

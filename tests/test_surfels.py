@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from preprocess.sources.kitti360 import static_depth
 from preprocess.sources.kitti360.static_depth import (
     StaticSettings,
     fit_settings,
@@ -130,6 +131,35 @@ def test_no_fitted_radius_exceeds_the_bound_the_lazy_fit_uses(window):
     _fit_all(prepared)
     bound = prepared.blocks[5]
     assert 0 < prepared.radii.max() <= bound <= SETTINGS.max_radius
+
+
+def _brute_force_radii(points: np.ndarray, settings: StaticSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Each point's disc radius from its true `spacing_neighbours` nearest, and its distance to
+    its `neighbours`-th nearest."""
+    d = np.sqrt(((points[:, None, :] - points[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    nearest = np.sort(d, axis=1)
+    spacing = nearest[:, : settings.spacing_neighbours].mean(axis=1)
+    radii = np.minimum(settings.max_radius, settings.radius_scale * spacing)
+    return radii, nearest[:, settings.neighbours - 1]
+
+
+@pytest.mark.parametrize("max_columns", [1 << 25, 16])
+def test_fit_finds_the_true_nearest_neighbours(window, monkeypatch, max_columns):
+    """Wherever the k nearest lie within one fine cell (so the 27 cells around a point hold
+    them), the fitted radius is that of the true k nearest, also when a cloud too wide for the
+    fine grid's column index gets coarser cells."""
+    monkeypatch.setattr(static_depth, "MAX_COLUMNS", max_columns)
+    prepared = prepare_window(window, SETTINGS)
+    dims, side = prepared.fine[3], prepared.fine[6]
+    assert dims[0] * dims[1] <= max_columns
+    assert (side > 1.0) == (max_columns == 16)
+    _fit_all(prepared)
+    expected, kth = _brute_force_radii(prepared.points.astype(np.float64), SETTINGS)
+    planar = np.linalg.norm(prepared.normals, axis=1) > 0
+    complete = (kth < side) & planar  # an edge point's disc is shrunk on purpose
+    assert complete.mean() > 0.8
+    np.testing.assert_allclose(prepared.radii[complete], expected[complete], rtol=1e-5)
 
 
 def test_count_distinct_matches_numpy():

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 GROUND_LABELS = (6, 7, 8, 9, 10, 22)
 COUNTING_SORT_KEYS = 1 << 22  # grid keys sorted by counting (8 bytes per possible key) below this range
 DENSE_COUNT_CELLS = 1 << 28  # 1 m voxels counted in a byte array up to this many (256 MB)
+MAX_COLUMNS = 1 << 25  # the fine grid's (ix, iy) columns: 128 MB of int32 starts at most
 CACHED_WINDOWS = 3  # a frame needs at most two; one more spares a reload at window changes
 
 
@@ -71,7 +72,7 @@ class SurfelWindow:
     radii: np.ndarray  # (N,) float32 metres (0: isolated, never drawn; UNFITTED until fitted)
     labels: np.ndarray  # (N,) uint8 KITTI-360 label ids
     fine_index: np.ndarray  # (N,) int64: each point's place in the fine grid's order
-    fine: tuple  # (points (N, 3) float32, cell keys, cell starts, dims) of the fine grid
+    fine: tuple  # the fine grid: (points (N, 3) float32, cell keys, cell starts, dims, columns, lo, side)
     cells: tuple  # (cell_starts, level_ends, level_sizes, cell_lo, cell_hi), see splat_surfels
     blocks: tuple  # (block_first, block_lo, block_hi, block_rmax, block_unfitted, radius_bound)
     nonfinite_dropped: int
@@ -82,7 +83,8 @@ class SurfelWindow:
 
 def _grid(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
     """Linear cell key of every point ((ix * ny + iy) * nz + iz) and the grid's dims."""
-    return grid_keys(points, cell)
+    keys, dims, _ = grid_keys(points, cell)
+    return keys, dims
 
 
 def _grouped(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -124,7 +126,7 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
         starts, box = np.zeros(1, np.int64), np.zeros((0, 3))
         cells = (starts, np.zeros((0, 1), np.int64), np.zeros(1), box, box)
         blocks = (starts, points, points, np.zeros(0, np.float32), none, 0.0)
-        fine = (points, none, starts, np.ones(3, np.int64))
+        fine = (points, none, starts, np.ones(3, np.int64), np.zeros(2, np.int32), np.zeros(3), 1.0)
         return SurfelWindow(
             window.path.name, points, points.copy(), np.zeros(0, np.float32), labels, none, fine, cells,
             blocks, cloud.nonfinite_dropped,
@@ -132,10 +134,16 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     # neighbour search in cells two spacings wide: about four points each on a surface, and
     # the k nearest of a point lie within the 3x3x3 cells around it
     spacing = max(_spacing_estimate(points), 5e-4)
-    keys, dims = _grid(points, 2.0 * spacing)
+    side = 2.0 * spacing
+    keys, dims, lo = grid_keys(points, side)
+    while dims[0] * dims[1] > MAX_COLUMNS:  # a sparse cloud over a wide area: coarser cells
+        side *= 1.5
+        keys, dims, lo = grid_keys(points, side)
     # the k nearest lie within two cells along each axis, so no disc radius exceeds this
-    radius_bound = min(settings.max_radius, 1.01 * settings.radius_scale * 2.0 * np.sqrt(3.0) * 2.0 * spacing)
+    radius_bound = min(settings.max_radius, 1.01 * settings.radius_scale * 2.0 * np.sqrt(3.0) * side)
     order, cell_keys, starts = _grouped(keys, int(np.prod(dims)))
+    per_column = np.bincount(cell_keys // dims[2], minlength=dims[0] * dims[1])
+    columns = np.r_[0, np.cumsum(per_column)].astype(np.int32)
     fine_points, labels = gather_points(points, labels, order)
     coarse, coarse_dims = _grid(fine_points, settings.grid_cell)
     by_cell, _, cell_starts = _grouped(coarse, int(np.prod(coarse_dims)))
@@ -151,7 +159,7 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     cell_lo = np.minimum.reduceat(block_lo, block_first[:-1], axis=0).astype(np.float64) - settings.max_radius
     cell_hi = np.maximum.reduceat(block_hi, block_first[:-1], axis=0).astype(np.float64) + settings.max_radius
     cells = (cell_starts, level_ends, sizes, cell_lo, cell_hi)
-    fine = (fine_points, cell_keys, starts, dims)
+    fine = (fine_points, cell_keys, starts, dims, columns, lo, side)
     return SurfelWindow(
         window.path.name, points, np.zeros(points.shape, np.float32),
         np.full(len(points), UNFITTED, np.float32), labels, fine_index, fine, cells, blocks,
