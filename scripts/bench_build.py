@@ -15,14 +15,14 @@ Each pipeline but the slow reference runs --repeat times; the median run is repo
 shared machine's timings of a few seconds vary by +-10%.
 
 With --cloud-points N (0: skip), one more synthetic sequence of --cloud-frames frames gets
-static-cloud windows of at least N points each (KITTI-360's are 5-30 million; the default 400
-frames give two windows of 240 frames each, as KITTI-360's), and one worker builds it twice in
+static-cloud windows of at least N points each (KITTI-360's are 5-30 million; the default 470
+frames give two windows of 240 frames each sharing 10 m, as KITTI-360's), and one worker builds it twice in
 fresh processes, LiDAR-only and with the clouds: frames/s of both, their ratio, and each
 worker's peak memory. The windows' preparation (read, grids, levels of detail; surfels are
 fitted later, as frames first may show them) is timed apart, and so are rendering the windows
 (fitting and drawing discs) and the label check and merge with LiDAR.
 Usage: python scripts/bench_build.py [--frames 60] [--chunk-frames 128] [--repeat 3] [--workdir DIR]
-       [--checksum-cost] [--cloud-points 15000000] [--cloud-frames 400] [--only-clouds]
+       [--checksum-cost] [--cloud-points 15000000] [--cloud-frames 470] [--only-clouds]
 """
 
 from __future__ import annotations
@@ -308,7 +308,7 @@ def main() -> None:
     parser.add_argument(
         "--cloud-points", type=int, default=15_000_000, help="points per static window (0: skip)"
     )
-    parser.add_argument("--cloud-frames", type=int, default=400, help="frames of the static-cloud sequence")
+    parser.add_argument("--cloud-frames", type=int, default=470, help="frames of the static-cloud sequence")
     parser.add_argument("--only-clouds", action="store_true", help="run the static-cloud rows only")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -3,7 +3,7 @@
 Every face of every static box (backs, roofs, bottoms, the upper facades no Velodyne beam
 reaches) and a strip of ground are sampled on a jittered grid of `spacing` metres. Windows
 cover runs of frames and hold the points near the path those frames drive (as KITTI-360's
-windows hold what the car scanned there); two overlapping windows per sequence.
+windows hold what the car scanned there); two windows per sequence, overlapping by about 10 m.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .scene import METRES_PER_FRAME, ROAD, Boxes, Street
 
 GROUND_HALF_WIDTH = 35.0  # metres either side of the path
 BEHIND, AHEAD = 30.0, 60.0  # metres of street a window holds before its first / after its last frame
+WINDOW_OVERLAP = 10.0  # metres of driving two consecutive windows share
 
 
 def _face_grid(extent_u: float, extent_w: float, spacing: float, rng: np.random.Generator) -> np.ndarray:
@@ -85,12 +86,13 @@ def street_cloud(street: Street, spacing: float, rng: np.random.Generator) -> np
 
 
 def window_ranges(frames: int) -> list[tuple[int, int]]:
-    """Two windows over the sequence's frames that overlap by about a fifth of it."""
+    """Two windows over the sequence's frames that share WINDOW_OVERLAP metres of driving, as
+    KITTI-360's consecutive windows do (at most a third of a short sequence)."""
     if frames < 4:
         return [(0, frames - 1)]
-    first_end = int(round(0.6 * (frames - 1)))
-    second_start = int(round(0.4 * (frames - 1)))
-    return [(0, first_end), (second_start, frames - 1)]
+    overlap = max(1, min(round(WINDOW_OVERLAP / METRES_PER_FRAME), frames // 3))
+    first_end = (frames - 1 + overlap) // 2
+    return [(0, first_end), (first_end - overlap + 1, frames - 1)]
 
 
 def write_static_windows(folder: Path, street: Street, frames: int, spacing: float, seed: int) -> list[Path]:
