@@ -13,6 +13,7 @@ import numpy as np
 from . import driver  # noqa: F401  (the workers' own imports)
 from .kernels import NO_LABELS, depth_to_world, register_sweep, remove_occluded, zbuffer_points
 from .sources import kitti360  # noqa: F401  (the source `kitti360-prep build` runs in workers)
+from .sources.kitti360.static_ply import static_vertex_dtype, unpack_finite_rows
 from .surfels import count_distinct, detail_levels, gather_points, splat_surfels
 
 
@@ -25,6 +26,9 @@ def _run_kernels_once() -> None:
         zbuffer_points(points, np.ones(1, np.bool_), pose, K, depth, 0.1, image_labels, K, lut)
     remove_occluded(depth, 1, 0.05)
     depth_to_world(depth, K, pose)
+    vertices = np.zeros(2, static_vertex_dtype())  # a mapped window's rows: read-only strided fields
+    vertices.flags.writeable = False
+    unpack_finite_rows(vertices["x"], vertices["y"], vertices["z"], vertices["semantic"])
     cloud, one = np.ones((1, 3), np.float32), np.zeros(1, np.int64)
     box, starts, sizes = np.zeros((1, 3)), np.array([0, 1]), np.array([0.0, 1.0])
     _, ends = detail_levels(cloud, starts, sizes)
