@@ -138,7 +138,8 @@ def count_distinct(keys: np.ndarray, bound: int) -> int:
 @nb.njit(cache=True, nogil=True, inline="always")
 def _search_from(keys: np.ndarray, value: int, lo: int, right: bool) -> int:
     """np.searchsorted(keys, value, side) for a value known to lie at or after position lo:
-    gallop forward from lo, then bisect (neighbouring columns lie close in a sorted grid)."""
+    gallop forward from lo, then bisect (the wanted cells lie a few places after the start of
+    their grid column)."""
     step, hi = 1, lo
     while hi < keys.shape[0] and (keys[hi] <= value if right else keys[hi] < value):
         lo, hi = hi + 1, hi + 1 + step

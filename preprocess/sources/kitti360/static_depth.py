@@ -81,12 +81,6 @@ class SurfelWindow:
         return len(self.points)
 
 
-def _grid(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
-    """Linear cell key of every point ((ix * ny + iy) * nz + iz) and the grid's dims."""
-    keys, dims, _ = grid_keys(points, cell)
-    return keys, dims
-
-
 def _grouped(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sort order, unique sorted keys (all in 0..bound-1) and their start offsets (one past
     the end appended)."""
@@ -100,7 +94,7 @@ def _grouped(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray, np.n
 def _spacing_estimate(points: np.ndarray) -> float:
     """Typical point spacing: points per occupied 1 m voxel are about points per square metre
     of surface, whose inverse square root is the spacing."""
-    keys, dims = _grid(points, 1.0)
+    keys, dims, _ = grid_keys(points, 1.0)
     cells = int(np.prod(dims))
     occupied = count_distinct(keys, cells) if cells <= DENSE_COUNT_CELLS else len(np.unique(keys))
     per_voxel = len(points) / max(1, occupied)
@@ -145,7 +139,7 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     per_column = np.bincount(cell_keys // dims[2], minlength=dims[0] * dims[1])
     columns = np.r_[0, np.cumsum(per_column)].astype(np.int32)
     fine_points, labels = gather_points(points, labels, order)
-    coarse, coarse_dims = _grid(fine_points, settings.grid_cell)
+    coarse, coarse_dims, _ = grid_keys(fine_points, settings.grid_cell)
     by_cell, _, cell_starts = _grouped(coarse, int(np.prod(coarse_dims)))
     sizes = detail_sizes(spacing, settings.max_radius)
     cell_points, cell_labels = gather_points(fine_points, labels, by_cell)
