@@ -445,6 +445,37 @@ def _footprint(
     return x, y, z, 1, 0, 1, 0  # hidden
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _disc_rect(
+    x: float, y: float, z: float, nx: float, ny: float, nz: float, r: float, K: np.ndarray,
+    i0: int, i1: int, j0: int, j1: int,
+) -> tuple:  # fmt: skip
+    """The pixel bounds i0..i1, j0..j1 narrowed to the projection of the disc's own box (a
+    disc of radius r and unit normal n at camera point (x, y, z) reaches r * sqrt(1 - n_a^2)
+    along axis a): a disc seen at a grazing angle, as facades along a street are, covers a thin
+    ellipse, a small part of the square that bounds its sphere. The disc lies in front of the
+    camera (_footprint), so over the box x / z is monotonic in x and in z: its bounds are at
+    corners."""
+    fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
+    ex = r * np.sqrt(max(0.0, 1.0 - nx * nx))
+    ey = r * np.sqrt(max(0.0, 1.0 - ny * ny))
+    ez = r * np.sqrt(max(0.0, 1.0 - nz * nz))
+    near, far = z - ez, z + ez
+    # bounds of u - cx and v - cy times depth over the box: fx * x + skew * y and fy * y
+    u_mid, u_reach = fx * x + skew * y, fx * ex + abs(skew) * ey
+    u_lo, u_hi = u_mid - u_reach, u_mid + u_reach
+    v_lo, v_hi = fy * (y - ey), fy * (y + ey)
+    u_min = (u_lo / far if u_lo >= 0.0 else u_lo / near) + cx
+    u_max = (u_hi / near if u_hi >= 0.0 else u_hi / far) + cx
+    v_min = (v_lo / far if v_lo >= 0.0 else v_lo / near) + cy
+    v_max = (v_hi / near if v_hi >= 0.0 else v_hi / far) + cy
+    i0 = max(i0, int(np.ceil(v_min - RECT_MARGIN)))
+    i1 = min(i1, int(np.floor(v_max + RECT_MARGIN)))
+    j0 = max(j0, int(np.ceil(u_min - RECT_MARGIN)))
+    j1 = min(j1, int(np.floor(u_max + RECT_MARGIN)))
+    return i0, i1, j0, j1
+
+
 @nb.njit(cache=True, nogil=True)
 def _fit_visible(
     first: int,
@@ -526,6 +557,7 @@ def _draw_discs(
             nx = R[0, 0] * qx + R[0, 1] * qy + R[0, 2] * qz
             ny = R[1, 0] * qx + R[1, 1] * qy + R[1, 2] * qz
             nz = R[2, 0] * qx + R[2, 1] * qy + R[2, 2] * qz
+        i0, i1, j0, j1 = _disc_rect(x, y, z, nx, ny, nz, r, K, i0, i1, j0, j1)
         plane = nx * x + ny * y + nz * z
         r2 = r * r
         for i in range(i0, i1 + 1):
