@@ -87,11 +87,98 @@ def grid_keys(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray, 
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _cell_key(points: np.ndarray, n: int, lo: np.ndarray, cell: float, dims: np.ndarray) -> int:
+def _grid_coords(points: np.ndarray, n: int, lo: np.ndarray, cell: float) -> tuple[int, int, int]:
+    """Integer coordinates of point n's cell in a grid of side `cell` from `lo`: the one
+    formula both a grid's keys and the lookups into it use."""
     ix = int((np.float64(points[n, 0]) - lo[0]) / cell)
     iy = int((np.float64(points[n, 1]) - lo[1]) / cell)
     iz = int((np.float64(points[n, 2]) - lo[2]) / cell)
+    return ix, iy, iz
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _cell_key(points: np.ndarray, n: int, lo: np.ndarray, cell: float, dims: np.ndarray) -> int:
+    ix, iy, iz = _grid_coords(points, n, lo, cell)
     return (ix * dims[1] + iy) * dims[2] + iz
+
+
+@nb.njit(cache=True, nogil=True)
+def nested_grid_keys(points: np.ndarray, side: float, per_cell: int) -> tuple:
+    """Cells of side `side` from the points' lowest corner lo, nested per_cell to a side in
+    coarse cells: each point's coarse key ((cx * dims[1] + cy) * dims[2] + cz) and its fine
+    cell's key within that coarse cell ((lx * per_cell + ly) * per_cell + lz, int32). Returns
+    coarse keys, local keys, the coarse grid's dims and lo."""
+    lo = np.full(3, np.inf)
+    for n in range(points.shape[0]):
+        for a in range(3):
+            lo[a] = min(lo[a], np.float64(points[n, a]))
+    coarse = np.empty(points.shape[0], dtype=np.int64)
+    local = np.empty(points.shape[0], dtype=np.int32)
+    dims = np.ones(3, dtype=np.int64)
+    for n in range(points.shape[0]):
+        ix, iy, iz = _grid_coords(points, n, lo, side)
+        dims[0] = max(dims[0], ix // per_cell + 1)
+        dims[1] = max(dims[1], iy // per_cell + 1)
+        dims[2] = max(dims[2], iz // per_cell + 1)
+        local[n] = ((ix % per_cell) * per_cell + iy % per_cell) * per_cell + iz % per_cell
+    for n in range(points.shape[0]):
+        ix, iy, iz = _grid_coords(points, n, lo, side)
+        coarse[n] = ((ix // per_cell) * dims[1] + iy // per_cell) * dims[2] + iz // per_cell
+    return coarse, local, dims, lo
+
+
+@nb.njit(cache=True, nogil=True)
+def sort_within_cells(
+    local: np.ndarray, by_cell: np.ndarray, cell_starts: np.ndarray, per_cell: int
+) -> tuple:
+    """Order each coarse cell's points (by_cell, grouped by cell_starts) by their local fine
+    key (nested_grid_keys), stably. Returns the new order of the points, the sorted unique
+    local key of every fine cell, where each fine cell's points start (one past the end
+    appended) and, for each coarse cell and each of its per_cell rows lx of fine cells, the
+    first fine cell of that row or after it ((C, per_cell + 1): the last column is the next
+    coarse cell's first). Sorting a few thousand points per coarse cell stays in cache,
+    unlike one sort of the whole window."""
+    n_points, bound, row = by_cell.shape[0], per_cell**3, per_cell**2
+    order = np.empty(n_points, dtype=np.int64)
+    keys = np.empty(n_points, dtype=np.int32)
+    starts = np.empty(n_points + 1, dtype=np.int64)
+    rows = np.empty((cell_starts.shape[0] - 1, per_cell + 1), dtype=np.int64)
+    counts = np.zeros(0, dtype=np.int64)
+    n_fine = 0
+    for cell in range(cell_starts.shape[0] - 1):
+        first, last = cell_starts[cell], cell_starts[cell + 1]
+        members = by_cell[first:last]
+        if bound <= 8 * (last - first):  # counting sort
+            if counts.shape[0] < bound + 1:
+                counts = np.zeros(bound + 1, dtype=np.int64)
+            for m in members:
+                counts[local[m] + 1] += 1
+            for key in range(bound):
+                counts[key + 1] += counts[key]
+            for m in members:
+                order[first + counts[local[m]]] = m
+                counts[local[m]] += 1
+            counts[: bound + 1] = 0
+        else:
+            member_keys = np.empty(last - first, dtype=np.int32)
+            for c in range(last - first):
+                member_keys[c] = local[members[c]]
+            ranked = np.argsort(member_keys, kind="mergesort")
+            for c in range(last - first):
+                order[first + c] = members[ranked[c]]
+        lx = 0
+        for at in range(first, last):
+            key = local[order[at]]
+            if at == first or key != keys[n_fine - 1]:
+                while lx <= key // row:
+                    rows[cell, lx] = n_fine
+                    lx += 1
+                keys[n_fine] = key
+                starts[n_fine] = at
+                n_fine += 1
+        rows[cell, lx:] = n_fine
+    starts[n_fine] = n_points
+    return order, keys[:n_fine].copy(), starts[: n_fine + 1].copy(), rows
 
 
 @nb.njit(cache=True, nogil=True)
@@ -136,22 +223,67 @@ def count_distinct(keys: np.ndarray, bound: int) -> int:
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _search_from(keys: np.ndarray, value: int, lo: int, right: bool) -> int:
-    """np.searchsorted(keys, value, side) for a value known to lie at or after position lo:
-    gallop forward from lo, then bisect (the wanted cells lie a few places after the start of
-    their grid column)."""
-    step, hi = 1, lo
-    while hi < keys.shape[0] and (keys[hi] <= value if right else keys[hi] < value):
-        lo, hi = hi + 1, hi + 1 + step
+def _search_from(keys: np.ndarray, value: int, lo: int, hi: int, right: bool) -> int:
+    """np.searchsorted(keys[lo:hi], value, side) + lo, galloping forward from lo before
+    bisecting: the wanted cell is usually a few places on, where the previous search ended."""
+    step, end = 1, lo
+    while end < hi and (keys[end] <= value if right else keys[end] < value):
+        lo, end = end + 1, end + 1 + step
         step *= 2
-    hi = min(hi, keys.shape[0])
-    while lo < hi:
-        mid = (lo + hi) // 2
+    end = min(end, hi)
+    while lo < end:
+        mid = (lo + end) // 2
         if keys[mid] <= value if right else keys[mid] < value:
             lo = mid + 1
         else:
-            hi = mid
+            end = mid
     return lo
+
+
+@nb.njit(cache=True, nogil=True)
+def _neighbour_runs(
+    fine: tuple, ix: int, iy: int, iz: int, run_lo: np.ndarray, run_hi: np.ndarray, memo: np.ndarray
+) -> tuple[int, int]:
+    """Point ranges of the 27 fine cells around fine cell (ix, iy, iz) (see fit_surfels), as
+    runs into run_lo, run_hi: for each (dx, dy) the cells dz = -1..1 are contiguous within a
+    coarse cell, so a run breaks only where the column crosses into the next coarse cell (18
+    runs at most). `memo` (2, S) caches coarse key -> coarse cell (-1: empty) in slot
+    key % S across calls: the 27 coarse cells around a point are few. Returns the number of
+    runs and the index of cell (ix, iy, iz) itself."""
+    _, cell_keys, cell_starts, rows, coarse_keys, dims, _, _, per_cell = fine
+    runs, own, last_key, last_jx, coarse, at, last = 0, -1, -1, -1, -1, 0, 0
+    z0, z1 = max(iz - 1, 0), min(iz + 1, dims[2] * per_cell - 1)
+    for jx in range(max(ix - 1, 0), min(ix + 2, dims[0] * per_cell)):
+        lx = jx % per_cell
+        for jy in range(max(iy - 1, 0), min(iy + 2, dims[1] * per_cell)):
+            column = ((jx // per_cell) * dims[1] + jy // per_cell) * dims[2]
+            local = (lx * per_cell + jy % per_cell) * per_cell
+            for cz in range(z0 // per_cell, z1 // per_cell + 1):
+                if column + cz != last_key:  # neighbouring columns mostly share a coarse cell
+                    last_key, last_jx = column + cz, -1
+                    slot = last_key % memo.shape[1]
+                    if memo[0, slot] == last_key:
+                        coarse = memo[1, slot]
+                    else:
+                        coarse = _search_from(coarse_keys, last_key, 0, coarse_keys.shape[0], False)
+                        if coarse == coarse_keys.shape[0] or coarse_keys[coarse] != last_key:
+                            coarse = -1
+                        memo[0, slot], memo[1, slot] = last_key, coarse
+                if coarse < 0:
+                    continue
+                if jx != last_jx:  # searches within a row of fine cells, in increasing key order
+                    last_jx, at, last = jx, rows[coarse, lx], rows[coarse, lx + 1]
+                bottom = cz * per_cell
+                lowest = local + max(z0, bottom) - bottom
+                highest = local + min(z1, bottom + per_cell - 1) - bottom
+                start = _search_from(cell_keys, lowest, at, last, False)
+                at = _search_from(cell_keys, highest, start, last, True)
+                if at > start:
+                    run_lo[runs], run_hi[runs] = cell_starts[start], cell_starts[at]
+                    runs += 1
+                if jx == ix and jy == iy and cz == iz // per_cell:
+                    own = _search_from(cell_keys, local + iz - bottom, start, at, False)
+    return runs, own
 
 
 @nb.njit(cache=True, nogil=True)
@@ -168,56 +300,34 @@ def fit_surfels(
     frame may show a disc, so points no frame can see (backs of buildings, facades behind
     facades, the detail of far cells) are never fitted.
 
-    `fine` = (points, cell_keys, cell_starts, dims, columns, lo, side): the cloud sorted by
-    the cells of grid_keys' grid of side `side` from `lo`, cell c (of the sorted unique keys
-    (ix * dims[1] + iy) * dims[2] + iz) holding points cell_starts[c]:cell_starts[c+1]; the
-    cells of column (ix, iy) are columns[ix * dims[1] + iy]:columns[ix * dims[1] + iy + 1].
-    The k nearest neighbours come from the 27 cells around a point's cell. `fit` = (k,
-    spacing_k, radius_scale, edge_radius_scale, max_radius, max_ratio). Radius: radius_scale
-    times the mean distance to the `spacing_k` nearest, at most max_radius; a point with fewer
-    than 2 neighbours there is isolated and gets radius 0 (never drawn). Normal: the plane
+    `fine` = (points, cell_keys, cell_starts, rows, coarse_keys, dims, lo, side, per_cell):
+    the cloud in the fine cells of nested_grid_keys (side `side` from `lo`, per_cell to a
+    coarse cell's side), ordered by coarse cell (sorted unique keys coarse_keys, in a coarse
+    grid of `dims`), then by fine cell within it: row lx of coarse cell c holds fine cells
+    rows[c, lx]:rows[c, lx+1], fine cell f has local key cell_keys[f] and points
+    cell_starts[f]:cell_starts[f+1]. The k nearest neighbours come from the 27 fine cells
+    around a point's cell. `fit` = (k, spacing_k, radius_scale, edge_radius_scale,
+    max_radius, max_ratio). Radius: radius_scale times the mean distance to the `spacing_k`
+    nearest, at most max_radius; a point with fewer than 2 neighbours there is isolated and
+    gets radius 0 (never drawn). Normal: the plane
     through the point and its k nearest; zero when the smallest/middle eigenvalue ratio
     exceeds max_ratio (no single plane: an edge, a corner or clutter), and then the radius
     shrinks by edge_radius_scale, since a disc there would reach past the edge over whatever
     lies behind it."""
-    points, cell_keys, cell_starts, dims, columns, lo, side = fine
+    points, cell_starts, lo, side = fine[0], fine[2], fine[6], fine[7]
     k, spacing_k, radius_scale, edge_radius_scale, max_radius, max_ratio = fit
     near_d = np.empty(k, dtype=np.float64)
     near_i = np.empty(k, dtype=np.int64)
-    run_lo = np.empty(9, dtype=np.int64)
-    run_hi = np.empty(9, dtype=np.int64)
+    run_lo = np.empty(18, dtype=np.int64)
+    run_hi = np.empty(18, dtype=np.int64)
+    memo = np.full((2, 64), -1, dtype=np.int64)
     cell, runs = -1, 0
     for out in targets:
         n = fine_index[out]
-        if cell >= 0 and cell_starts[cell] <= n < cell_starts[cell + 1]:
-            pass  # same fine cell as the previous point (the usual case): same neighbour runs
-        else:
-            key = _cell_key(points, n, lo, side, dims)
-            iz = key % dims[2]
-            iy = (key // dims[2]) % dims[1]
-            ix = key // (dims[2] * dims[1])
-            cell = _search_from(cell_keys, key, columns[ix * dims[1] + iy], False)
-            # the neighbour cells' ranges: for each (dx, dy) the dz run is contiguous, found
-            # from the start of its column
-            runs = 0
-            for dx in (-1, 0, 1):
-                jx = ix + dx
-                if jx < 0 or jx >= dims[0]:
-                    continue
-                for dy in (-1, 0, 1):
-                    jy = iy + dy
-                    if jy < 0 or jy >= dims[1]:
-                        continue
-                    column = jx * dims[1] + jy
-                    if columns[column] == columns[column + 1]:
-                        continue
-                    base = column * dims[2]
-                    start = _search_from(cell_keys, base + max(iz - 1, 0), columns[column], False)
-                    stop = _search_from(cell_keys, base + min(iz + 1, dims[2] - 1), start, True)
-                    if stop > start:
-                        run_lo[runs] = cell_starts[start]
-                        run_hi[runs] = cell_starts[stop]
-                        runs += 1
+        if cell < 0 or not cell_starts[cell] <= n < cell_starts[cell + 1]:
+            # not the previous point's fine cell (where the neighbour runs would be the same)
+            ix, iy, iz = _grid_coords(points, n, lo, side)
+            runs, cell = _neighbour_runs(fine, ix, iy, iz, run_lo, run_hi, memo)
         px, py, pz = points[n, 0], points[n, 1], points[n, 2]
         found = 0
         for run in range(runs):

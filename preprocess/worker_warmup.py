@@ -14,7 +14,14 @@ from . import driver  # noqa: F401  (the workers' own imports)
 from .kernels import NO_LABELS, depth_to_world, register_sweep, remove_occluded, zbuffer_points
 from .sources import kitti360  # noqa: F401  (the source `kitti360-prep build` runs in workers)
 from .sources.kitti360.static_ply import static_vertex_dtype, unpack_finite_rows
-from .surfels import count_distinct, detail_levels, gather_points, splat_surfels
+from .surfels import (
+    count_distinct,
+    detail_levels,
+    gather_points,
+    nested_grid_keys,
+    sort_within_cells,
+    splat_surfels,
+)
 
 
 def _run_kernels_once() -> None:
@@ -34,7 +41,9 @@ def _run_kernels_once() -> None:
     _, ends = detail_levels(cloud, starts, sizes)
     gather_points(cloud, np.zeros(1, np.uint8), one)
     count_distinct(one, 1)
-    fine = (cloud, one, starts, np.ones(3, np.int64), np.array([0, 1], np.int32), np.ones(3), 1.0)
+    coarse, local, dims, lo = nested_grid_keys(cloud, 1.0, 1)
+    order, fine_keys, fine_starts, rows = sort_within_cells(local, one, starts, 1)
+    fine = (cloud, fine_keys, fine_starts, rows, coarse, dims, lo, 1.0, 1)
     fit = (6, 4, 0.9, 0.5, 0.5, 0.1)
     cells = (starts, ends, sizes, box, box)
     blocks = (starts, cloud, cloud, np.zeros(1, np.float32), np.ones(1, np.int64), 0.5)

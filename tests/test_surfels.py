@@ -9,7 +9,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from preprocess.sources.kitti360 import static_depth
 from preprocess.sources.kitti360.static_depth import (
     StaticSettings,
     fit_settings,
@@ -147,19 +146,19 @@ def _brute_force_radii(points: np.ndarray, queries: np.ndarray, settings: Static
     return np.concatenate(radii), np.concatenate(kth)
 
 
-@pytest.mark.parametrize("max_columns", [1 << 25, 16])
-def test_fit_finds_the_true_nearest_neighbours(window, monkeypatch, max_columns):
+@pytest.mark.parametrize("grid_cell", [2.0, 0.25])
+def test_fit_finds_the_true_nearest_neighbours(window, grid_cell):
     """Wherever the k nearest lie within one fine cell (so the 27 cells around a point hold
-    them), the fitted radius is that of the true k nearest, also when a cloud too wide for the
-    fine grid's column index gets coarser cells."""
-    monkeypatch.setattr(static_depth, "MAX_COLUMNS", max_columns)
-    prepared = prepare_window(window, SETTINGS)
-    dims, side = prepared.fine[3], prepared.fine[6]
-    assert dims[0] * dims[1] <= max_columns
-    assert (side > 1.0) == (max_columns == 16)
+    them), the fitted radius is that of the true k nearest, also when coarse cells only one
+    or two fine cells wide put most neighbours in another coarse cell."""
+    settings = replace(SETTINGS, grid_cell=grid_cell)
+    prepared = prepare_window(window, settings)
+    side, per_cell = prepared.fine[7], prepared.fine[8]
+    assert np.isclose(side * per_cell, grid_cell)
+    assert (per_cell <= 2) == (grid_cell < 1.0)
     _fit_all(prepared)
     queries = np.arange(0, len(prepared), 5)
-    expected, kth = _brute_force_radii(prepared.points.astype(np.float64), queries, SETTINGS)
+    expected, kth = _brute_force_radii(prepared.points.astype(np.float64), queries, settings)
     planar = np.linalg.norm(prepared.normals[queries], axis=1) > 0
     complete = (kth < side) & planar  # an edge point's disc is shrunk on purpose
     assert complete.mean() > 0.8

@@ -25,6 +25,8 @@ from ...surfels import (
     detail_levels,
     gather_points,
     grid_keys,
+    nested_grid_keys,
+    sort_within_cells,
     splat_surfels,
     stable_order_small_range,
 )
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 GROUND_LABELS = (6, 7, 8, 9, 10, 22)
 COUNTING_SORT_KEYS = 1 << 22  # grid keys sorted by counting (8 bytes per possible key) below this range
 DENSE_COUNT_CELLS = 1 << 28  # 1 m voxels counted in a byte array up to this many (256 MB)
-MAX_COLUMNS = 1 << 25  # the fine grid's (ix, iy) columns: 128 MB of int32 starts at most
+MAX_PER_CELL = 256  # fine cells along a coarse cell's side (its row index: 8 bytes per row)
 CACHED_WINDOWS = 3  # a frame needs at most two; one more spares a reload at window changes
 
 
@@ -72,7 +74,7 @@ class SurfelWindow:
     radii: np.ndarray  # (N,) float32 metres (0: isolated, never drawn; UNFITTED until fitted)
     labels: np.ndarray  # (N,) uint8 KITTI-360 label ids
     fine_index: np.ndarray  # (N,) int64: each point's place in the fine grid's order
-    fine: tuple  # the fine grid: (points (N, 3) float32, cell keys, cell starts, dims, columns, lo, side)
+    fine: tuple  # the fine grid, nested in the coarse cells: see fit_surfels
     cells: tuple  # (cell_starts, level_ends, level_sizes, cell_lo, cell_hi), see splat_surfels
     blocks: tuple  # (block_first, block_lo, block_hi, block_rmax, block_unfitted, radius_bound)
     nonfinite_dropped: int
@@ -115,49 +117,47 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     yet."""
     cloud = read_static_ply(window.path)
     points, labels = cloud.points, np.clip(cloud.semantic, 0, 255).astype(np.uint8)
+    nonfinite = cloud.nonfinite_dropped
+    del cloud  # the window's own rows are freed once sorted
     if len(points) == 0:
         points, none = np.zeros((0, 3), np.float32), np.zeros(0, np.int64)
         starts, box = np.zeros(1, np.int64), np.zeros((0, 3))
         cells = (starts, np.zeros((0, 1), np.int64), np.zeros(1), box, box)
         blocks = (starts, points, points, np.zeros(0, np.float32), none, 0.0)
-        fine = (points, none, starts, np.ones(3, np.int64), np.zeros(2, np.int32), np.zeros(3), 1.0)
+        dims, lo = np.ones(3, np.int64), np.zeros(3)
+        fine = (points, none.astype(np.int32), starts, np.zeros((0, 2), np.int64), none, dims, lo, 1.0, 1)
         return SurfelWindow(
             window.path.name, points, points.copy(), np.zeros(0, np.float32), labels, none, fine, cells,
-            blocks, cloud.nonfinite_dropped,
+            blocks, nonfinite,
         )  # fmt: skip
-    # neighbour search in cells two spacings wide: about four points each on a surface, and
-    # the k nearest of a point lie within the 3x3x3 cells around it
+    # neighbour search in cells about two spacings wide (about four points each on a surface:
+    # the k nearest of a point lie within the 3x3x3 cells around it), nested in the coarse
+    # cells that drawing culls by, so that a coarse cell's neighbour lookups stay within it
     spacing = max(_spacing_estimate(points), 5e-4)
-    side = 2.0 * spacing
-    keys, dims, lo = grid_keys(points, side)
-    while dims[0] * dims[1] > MAX_COLUMNS:  # a sparse cloud over a wide area: coarser cells
-        side *= 1.5
-        keys, dims, lo = grid_keys(points, side)
+    per_cell = int(min(MAX_PER_CELL, max(1, round(settings.grid_cell / (2.0 * spacing)))))
+    side = settings.grid_cell / per_cell
     # the k nearest lie within two cells along each axis, so no disc radius exceeds this
     radius_bound = min(settings.max_radius, 1.01 * settings.radius_scale * 2.0 * np.sqrt(3.0) * side)
-    order, cell_keys, starts = _grouped(keys, int(np.prod(dims)))
-    per_column = np.bincount(cell_keys // dims[2], minlength=dims[0] * dims[1])
-    columns = np.r_[0, np.cumsum(per_column)].astype(np.int32)
+    coarse, local, coarse_dims, lo = nested_grid_keys(points, side, per_cell)
+    by_cell, coarse_keys, cell_starts = _grouped(coarse, int(np.prod(coarse_dims)))
+    del coarse
+    order, fine_keys, fine_starts, rows = sort_within_cells(local, by_cell, cell_starts, per_cell)
+    del local, by_cell
     fine_points, labels = gather_points(points, labels, order)
-    coarse, coarse_dims, _ = grid_keys(fine_points, settings.grid_cell)
-    by_cell, _, cell_starts = _grouped(coarse, int(np.prod(coarse_dims)))
+    del points, order
     sizes = detail_sizes(spacing, settings.max_radius)
-    cell_points, cell_labels = gather_points(fine_points, labels, by_cell)
-    by_level, level_ends = detail_levels(cell_points, cell_starts, sizes)
-    fine_index = by_cell[by_level]
-    points, labels = gather_points(cell_points, cell_labels, by_level)  # each cell's own rows reordered
-    del cell_points, cell_labels
+    fine_index, level_ends = detail_levels(fine_points, cell_starts, sizes)
+    points, labels = gather_points(fine_points, labels, fine_index)  # each cell's own rows reordered
     blocks = draw_blocks(points, cell_starts, radius_bound)
     # a cell's box is the union of its blocks' boxes
     block_first, block_lo, block_hi = blocks[:3]
     cell_lo = np.minimum.reduceat(block_lo, block_first[:-1], axis=0).astype(np.float64) - settings.max_radius
     cell_hi = np.maximum.reduceat(block_hi, block_first[:-1], axis=0).astype(np.float64) + settings.max_radius
     cells = (cell_starts, level_ends, sizes, cell_lo, cell_hi)
-    fine = (fine_points, cell_keys, starts, dims, columns, lo, side)
+    fine = (fine_points, fine_keys, fine_starts, rows, coarse_keys, coarse_dims, lo, side, per_cell)
     return SurfelWindow(
         window.path.name, points, np.zeros(points.shape, np.float32),
-        np.full(len(points), UNFITTED, np.float32), labels, fine_index, fine, cells, blocks,
-        cloud.nonfinite_dropped,
+        np.full(len(points), UNFITTED, np.float32), labels, fine_index, fine, cells, blocks, nonfinite,
     )  # fmt: skip
 
 
