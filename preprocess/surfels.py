@@ -108,22 +108,20 @@ def nested_grid_keys(points: np.ndarray, side: float, per_cell: int) -> tuple:
     coarse cells: each point's coarse key ((cx * dims[1] + cy) * dims[2] + cz) and its fine
     cell's key within that coarse cell ((lx * per_cell + ly) * per_cell + lz, int32). Returns
     coarse keys, local keys, the coarse grid's dims and lo."""
-    lo = np.full(3, np.inf)
+    lo, hi = np.full(3, np.inf), np.full((1, 3), -np.inf)
     for n in range(points.shape[0]):
         for a in range(3):
             lo[a] = min(lo[a], np.float64(points[n, a]))
+            hi[0, a] = max(hi[0, a], np.float64(points[n, a]))
+    # the cell coordinates grow with the coordinates, so the highest corner has the largest
+    top = _grid_coords(hi, 0, lo, side) if points.shape[0] else (0, 0, 0)
+    dims = np.array([top[0] // per_cell + 1, top[1] // per_cell + 1, top[2] // per_cell + 1])
     coarse = np.empty(points.shape[0], dtype=np.int64)
     local = np.empty(points.shape[0], dtype=np.int32)
-    dims = np.ones(3, dtype=np.int64)
-    for n in range(points.shape[0]):
-        ix, iy, iz = _grid_coords(points, n, lo, side)
-        dims[0] = max(dims[0], ix // per_cell + 1)
-        dims[1] = max(dims[1], iy // per_cell + 1)
-        dims[2] = max(dims[2], iz // per_cell + 1)
-        local[n] = ((ix % per_cell) * per_cell + iy % per_cell) * per_cell + iz % per_cell
     for n in range(points.shape[0]):
         ix, iy, iz = _grid_coords(points, n, lo, side)
         coarse[n] = ((ix // per_cell) * dims[1] + iy // per_cell) * dims[2] + iz // per_cell
+        local[n] = ((ix % per_cell) * per_cell + iy % per_cell) * per_cell + iz % per_cell
     return coarse, local, dims, lo
 
 
