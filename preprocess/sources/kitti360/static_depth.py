@@ -55,7 +55,7 @@ class StaticSettings:
     min_cos: float = 0.02  # discs seen more edge-on than this (about 89 degrees) are skipped
     grid_cell: float = 2.0  # metres; frustum and occlusion culling granularity
     max_footprint_px: float = 48.0  # a disc covers at most this many pixels either side
-    lod_pixels: float = 2.0  # far cells drawn from a subset whose spacing is at most this many pixels
+    lod_pixels: float = 1.0  # far cells drawn from a subset whose spacing is at most this many pixels
     merge_rel_tol: float = 0.05  # LiDAR and cloud depth agree within this relative difference
     ground_labels: tuple[int, ...] = GROUND_LABELS
 
