@@ -327,24 +327,24 @@ def fit_surfels(
             ix, iy, iz = _grid_coords(points, n, lo, side)
             runs, cell = _neighbour_runs(fine, ix, iy, iz, run_lo, run_hi, memo)
         px, py, pz = points[n, 0], points[n, 1], points[n, 2]
-        found = 0
+        candidates = 0
+        near_d[:] = np.inf
         for run in range(runs):
+            candidates += run_hi[run] - run_lo[run]
             for m in range(run_lo[run], run_hi[run]):
-                if m == n:
-                    continue
                 dx, dy, dz = points[m, 0] - px, points[m, 1] - py, points[m, 2] - pz
-                d = dx * dx + dy * dy + dz * dz
-                if found == k and d >= near_d[k - 1]:
-                    continue
-                slot = found if found < k else k - 1
-                while slot > 0 and near_d[slot - 1] > d:
-                    near_d[slot] = near_d[slot - 1]
-                    near_i[slot] = near_i[slot - 1]
-                    slot -= 1
-                near_d[slot] = d
-                near_i[slot] = m
-                if found < k:
-                    found += 1
+                d = np.float64(dx * dx + dy * dy + dz * dz) if m != n else np.inf
+                # insert into the sorted k nearest without branches (a mispredicted branch per
+                # candidate cost more than the comparisons): d and m sink to their place, the
+                # k-th drops out; an equal distance stays behind the ones found before it
+                for slot in range(k):
+                    closer = d < near_d[slot]
+                    kept_d, kept_i = near_d[slot], near_i[slot]
+                    near_d[slot] = d if closer else kept_d
+                    near_i[slot] = m if closer else kept_i
+                    d = kept_d if closer else d
+                    m = kept_i if closer else m
+        found = min(k, candidates - 1)
         radii[out] = 0.0
         normals[out, 0] = normals[out, 1] = normals[out, 2] = NO_NORMAL
         if found < 2:
