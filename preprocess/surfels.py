@@ -140,7 +140,7 @@ def sort_within_cells(
     order = np.empty(n_points, dtype=np.int64)
     keys = np.empty(n_points, dtype=np.int32)
     starts = np.empty(n_points + 1, dtype=np.int64)
-    rows = np.empty((cell_starts.shape[0] - 1, per_cell + 1), dtype=np.int64)
+    rows = np.empty((cell_starts.shape[0] - 1, per_cell + 1), dtype=np.int32)
     counts = np.zeros(0, dtype=np.int64)
     n_fine = 0
     for cell in range(cell_starts.shape[0] - 1):

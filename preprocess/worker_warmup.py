@@ -42,7 +42,7 @@ def _run_kernels_once() -> None:
     gather_points(cloud, np.zeros(1, np.uint8), one)
     count_distinct(one, 1)
     coarse, local, dims, lo = nested_grid_keys(cloud, 1.0, 1)
-    order, fine_keys, fine_starts, rows = sort_within_cells(local, one, starts, 1)
+    _, fine_keys, fine_starts, rows = sort_within_cells(local, one, starts, 1)
     fine = (cloud, fine_keys, fine_starts, rows, coarse, dims, lo, 1.0, 1)
     fit = (6, 4, 0.9, 0.5, 0.5, 0.1)
     cells = (starts, ends, sizes, box, box)

@@ -1,13 +1,14 @@
 """Depth from KITTI-360's fused static clouds, merged with the LiDAR depth.
 
 A window is prepared once per worker process (kept in a small cache, so the units that share
-it reuse it): its points are sorted into a fine grid (for neighbour search) and a coarse grid
-with nested levels of detail (for drawing); each point becomes a surfel (normal and radius
-from its k nearest neighbours) the first time a frame may show it. A frame's cloud depth renders
-the surfels of every window that covers the frame (surfels.py), keeps a pixel only where the
-winning point's 3D label agrees with the frame's 2D label (so ground never shows through a
-facade missing from the cloud, nor static road through a car that is there now), then merges
-with the LiDAR depth under one rule (`merge_depth`).
+it reuse it): its points are sorted into a coarse grid with nested levels of detail (for
+drawing), each coarse cell holding a fine grid (for neighbour search); each point becomes a
+surfel (normal and radius from its k nearest neighbours) the first time a frame may show it.
+A frame's cloud depth renders the surfels of every window that covers the frame
+(surfels.py), keeps a pixel only where the winning point's 3D label agrees with the frame's
+2D label (so ground never shows through a facade missing from the cloud, nor static road
+through a car that is there now), then merges with the LiDAR depth under one rule
+(`merge_depth`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 GROUND_LABELS = (6, 7, 8, 9, 10, 22)
 COUNTING_SORT_KEYS = 1 << 22  # grid keys sorted by counting (8 bytes per possible key) below this range
 DENSE_COUNT_CELLS = 1 << 28  # 1 m voxels counted in a byte array up to this many (256 MB)
-MAX_PER_CELL = 256  # fine cells along a coarse cell's side (its row index: 8 bytes per row)
+MAX_PER_CELL = 256  # fine cells along a coarse cell's side (its row index: 4 bytes per row)
 CACHED_WINDOWS = 3  # a frame needs at most two; one more spares a reload at window changes
 
 
@@ -118,14 +119,14 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     cloud = read_static_ply(window.path)
     points, labels = cloud.points, np.clip(cloud.semantic, 0, 255).astype(np.uint8)
     nonfinite = cloud.nonfinite_dropped
-    del cloud  # the window's own rows are freed once sorted
+    del cloud  # its rows go once sorted (del points below)
     if len(points) == 0:
         points, none = np.zeros((0, 3), np.float32), np.zeros(0, np.int64)
         starts, box = np.zeros(1, np.int64), np.zeros((0, 3))
         cells = (starts, np.zeros((0, 1), np.int64), np.zeros(1), box, box)
         blocks = (starts, points, points, np.zeros(0, np.float32), none, 0.0)
         dims, lo = np.ones(3, np.int64), np.zeros(3)
-        fine = (points, none.astype(np.int32), starts, np.zeros((0, 2), np.int64), none, dims, lo, 1.0, 1)
+        fine = (points, none.astype(np.int32), starts, np.zeros((0, 2), np.int32), none, dims, lo, 1.0, 1)
         return SurfelWindow(
             window.path.name, points, points.copy(), np.zeros(0, np.float32), labels, none, fine, cells,
             blocks, nonfinite,
