@@ -165,6 +165,20 @@ def test_fit_finds_the_true_nearest_neighbours(window, grid_cell):
     np.testing.assert_allclose(prepared.radii[queries][complete], expected[complete], rtol=1e-5)
 
 
+@pytest.mark.parametrize("count, coordinate", [(0, 0.0), (3, np.nan)])
+def test_window_without_finite_points_renders_nothing(tmp_path, count, coordinate):
+    """A window with no vertices, or only non-finite ones, prepares and renders (no depth),
+    counting what it dropped."""
+    vertices = np.zeros(count, static_vertex_dtype())
+    vertices["x"] = coordinate
+    path = tmp_path / "0000000000_0000000009.ply"
+    write_static_ply(path, vertices)
+    prepared = prepare_window(Window(path, 0, 9), SETTINGS)
+    assert len(prepared) == 0 and prepared.nonfinite_dropped == count
+    cloud = render_clouds([prepared, prepared], np.eye(4), K, SHAPE, 0.5, 50.0, SETTINGS)
+    assert not cloud.depth.any() and (cloud.winner == -1).all()
+
+
 def test_count_distinct_matches_numpy():
     keys = np.random.default_rng(0).integers(0, 1000, 5000)
     assert count_distinct(keys, 1000) == len(np.unique(keys))
