@@ -68,24 +68,6 @@ def _smallest_eigenvector(c00, c01, c02, c11, c12, c22):
     return bx * inv, by * inv, bz * inv, ratio
 
 
-@nb.njit(cache=True, nogil=True)
-def grid_keys(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Linear key ((ix * dims[1] + iy) * dims[2] + iz) of every point's cell in a grid of side
-    `cell` from the points' lowest corner `lo`; returns the keys, dims and lo. No temporaries."""
-    lo = np.full(3, np.inf)
-    for n in range(points.shape[0]):
-        for a in range(3):
-            lo[a] = min(lo[a], np.float64(points[n, a]))
-    dims = np.ones(3, dtype=np.int64)
-    for n in range(points.shape[0]):
-        for a in range(3):
-            dims[a] = max(dims[a], int((np.float64(points[n, a]) - lo[a]) / cell) + 1)
-    keys = np.empty(points.shape[0], dtype=np.int64)
-    for n in range(points.shape[0]):
-        keys[n] = _cell_key(points, n, lo, cell, dims)
-    return keys, dims, lo
-
-
 @nb.njit(cache=True, nogil=True, inline="always")
 def _grid_coords(points: np.ndarray, n: int, lo: np.ndarray, cell: float) -> tuple[int, int, int]:
     """Integer coordinates of point n's cell in a grid of side `cell` from `lo`: the one
@@ -96,10 +78,31 @@ def _grid_coords(points: np.ndarray, n: int, lo: np.ndarray, cell: float) -> tup
     return ix, iy, iz
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def _cell_key(points: np.ndarray, n: int, lo: np.ndarray, cell: float, dims: np.ndarray) -> int:
-    ix, iy, iz = _grid_coords(points, n, lo, cell)
-    return (ix * dims[1] + iy) * dims[2] + iz
+@nb.njit(cache=True, nogil=True)
+def _grid_extent(points: np.ndarray, cell: float) -> tuple:
+    """The points' lowest corner lo and the cell coordinates of their highest corner, in a
+    grid of side `cell` from lo, in one pass: cell coordinates grow with the coordinates, so
+    no point's exceed the highest corner's."""
+    lo, hi = np.full(3, np.inf), np.full((1, 3), -np.inf)
+    for n in range(points.shape[0]):
+        for a in range(3):
+            lo[a] = min(lo[a], np.float64(points[n, a]))
+            hi[0, a] = max(hi[0, a], np.float64(points[n, a]))
+    top = _grid_coords(hi, 0, lo, cell) if points.shape[0] else (0, 0, 0)
+    return lo, top
+
+
+@nb.njit(cache=True, nogil=True)
+def grid_keys(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear key ((ix * dims[1] + iy) * dims[2] + iz) of every point's cell in a grid of side
+    `cell` from the points' lowest corner `lo`; returns the keys, dims and lo. No temporaries."""
+    lo, top = _grid_extent(points, cell)
+    dims = np.array([top[0] + 1, top[1] + 1, top[2] + 1])
+    keys = np.empty(points.shape[0], dtype=np.int64)
+    for n in range(points.shape[0]):
+        ix, iy, iz = _grid_coords(points, n, lo, cell)
+        keys[n] = (ix * dims[1] + iy) * dims[2] + iz
+    return keys, dims, lo
 
 
 @nb.njit(cache=True, nogil=True)
@@ -108,13 +111,7 @@ def nested_grid_keys(points: np.ndarray, side: float, per_cell: int) -> tuple:
     coarse cells: each point's coarse key ((cx * dims[1] + cy) * dims[2] + cz) and its fine
     cell's key within that coarse cell ((lx * per_cell + ly) * per_cell + lz, int32). Returns
     coarse keys, local keys, the coarse grid's dims and lo."""
-    lo, hi = np.full(3, np.inf), np.full((1, 3), -np.inf)
-    for n in range(points.shape[0]):
-        for a in range(3):
-            lo[a] = min(lo[a], np.float64(points[n, a]))
-            hi[0, a] = max(hi[0, a], np.float64(points[n, a]))
-    # the cell coordinates grow with the coordinates, so the highest corner has the largest
-    top = _grid_coords(hi, 0, lo, side) if points.shape[0] else (0, 0, 0)
+    lo, top = _grid_extent(points, side)
     dims = np.array([top[0] // per_cell + 1, top[1] // per_cell + 1, top[2] // per_cell + 1])
     coarse = np.empty(points.shape[0], dtype=np.int64)
     local = np.empty(points.shape[0], dtype=np.int32)
@@ -307,11 +304,10 @@ def fit_surfels(
     around a point's cell. `fit` = (k, spacing_k, radius_scale, edge_radius_scale,
     max_radius, max_ratio). Radius: radius_scale times the mean distance to the `spacing_k`
     nearest, at most max_radius; a point with fewer than 2 neighbours there is isolated and
-    gets radius 0 (never drawn). Normal: the plane
-    through the point and its k nearest; zero when the smallest/middle eigenvalue ratio
-    exceeds max_ratio (no single plane: an edge, a corner or clutter), and then the radius
-    shrinks by edge_radius_scale, since a disc there would reach past the edge over whatever
-    lies behind it."""
+    gets radius 0 (never drawn). Normal: the plane through the point and its k nearest; zero
+    when the smallest/middle eigenvalue ratio exceeds max_ratio (no single plane: an edge, a
+    corner or clutter), and then the radius shrinks by edge_radius_scale, since a disc there
+    would reach past the edge over whatever lies behind it."""
     points, cell_starts, lo, side = fine[0], fine[2], fine[6], fine[7]
     k, spacing_k, radius_scale, edge_radius_scale, max_radius, max_ratio = fit
     near_d = np.empty(k, dtype=np.float64)
