@@ -14,58 +14,15 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .planar_patches import draw_patches
+from .surface_kernels import covered, normal_about
+
 NO_NORMAL = 0.0  # a zero normal: no reliable plane (edges, clutter); the disc then faces the camera
 BLOCK_POINTS = 64  # culling granularity below the coarse cell: enough points to amortise a box test
 UNFITTED = -1.0  # the radius of a disc not fitted yet
 PRETEST_PIXELS = 16  # see _fit_visible
 RECT_MARGIN = 1e-3  # pixels; a box's pixel bounds are widened by this against rounding
 DENSE_CUBES = 1 << 24  # detail_levels marks a cell's occupied cubes in a byte array up to this many
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _cross(a: tuple, b: tuple) -> tuple[float, float, float]:
-    return a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _smallest_eigenvector(c00, c01, c02, c11, c12, c22):
-    """Unit eigenvector of the smallest eigenvalue of a symmetric 3x3 matrix and the ratio of
-    the smallest to the middle eigenvalue (0: a perfect plane); closed form, no LAPACK call."""
-    p1 = c01 * c01 + c02 * c02 + c12 * c12
-    q = (c00 + c11 + c22) / 3.0
-    p2 = (c00 - q) ** 2 + (c11 - q) ** 2 + (c22 - q) ** 2 + 2.0 * p1
-    if p2 <= 1e-30:
-        return 0.0, 0.0, 0.0, 1.0
-    p = np.sqrt(p2 / 6.0)
-    b00, b11, b22 = (c00 - q) / p, (c11 - q) / p, (c22 - q) / p
-    b01, b02, b12 = c01 / p, c02 / p, c12 / p
-    det = b00 * (b11 * b22 - b12 * b12) - b01 * (b01 * b22 - b12 * b02) + b02 * (b01 * b12 - b11 * b02)
-    r = min(1.0, max(-1.0, det / 2.0))
-    phi = np.arccos(r) / 3.0
-    largest = q + 2.0 * p * np.cos(phi)
-    smallest = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
-    middle = 3.0 * q - largest - smallest
-    ratio = smallest / middle if middle > 1e-30 else 1.0
-    # rows of C - smallest*I span the plane; their cross product is the eigenvector
-    r0 = (c00 - smallest, c01, c02)
-    r1 = (c01, c11 - smallest, c12)
-    r2 = (c02, c12, c22 - smallest)
-    # the cross products of the three row pairs, unrolled (a loop over tuples costs more than
-    # the rest of the k-NN fit); the longest is the best conditioned
-    x01, y01, z01 = _cross(r0, r1)
-    x02, y02, z02 = _cross(r0, r2)
-    x12, y12, z12 = _cross(r1, r2)
-    best, bx, by, bz = x01 * x01 + y01 * y01 + z01 * z01, x01, y01, z01
-    norm = x02 * x02 + y02 * y02 + z02 * z02
-    if norm > best:
-        best, bx, by, bz = norm, x02, y02, z02
-    norm = x12 * x12 + y12 * y12 + z12 * z12
-    if norm > best:
-        best, bx, by, bz = norm, x12, y12, z12
-    if best <= 1e-30:
-        return 0.0, 0.0, 0.0, 1.0
-    inv = 1.0 / np.sqrt(best)
-    return bx * inv, by * inv, bz * inv, ratio
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -311,7 +268,7 @@ def fit_surfels(
     points, cell_starts, lo, side = fine[0], fine[2], fine[6], fine[7]
     k, spacing_k, radius_scale, edge_radius_scale, max_radius, max_ratio = fit
     near_d = np.empty(k, dtype=np.float64)
-    near_i = np.empty(k, dtype=np.int64)
+    near_i = np.empty(k + 1, dtype=np.int64)
     run_lo = np.empty(18, dtype=np.int64)
     run_hi = np.empty(18, dtype=np.int64)
     memo = np.full((2, 64), -1, dtype=np.int64)
@@ -359,17 +316,8 @@ def fit_surfels(
             my += points[m, 1]
             mz += points[m, 2]
         mx, my, mz = mx / (found + 1), my / (found + 1), mz / (found + 1)
-        c00 = c01 = c02 = c11 = c12 = c22 = 0.0
-        for a in range(found + 1):
-            m = n if a == found else near_i[a]
-            dx, dy, dz = points[m, 0] - mx, points[m, 1] - my, points[m, 2] - mz
-            c00 += dx * dx
-            c01 += dx * dy
-            c02 += dx * dz
-            c11 += dy * dy
-            c12 += dy * dz
-            c22 += dz * dz
-        nx, ny, nz, ratio = _smallest_eigenvector(c00, c01, c02, c11, c12, c22)
+        near_i[found] = n  # the plane through the point and its nearest
+        nx, ny, nz, ratio = normal_about(points, near_i, found + 1, mx, my, mz)
         if ratio <= max_ratio:
             normals[out, 0], normals[out, 1], normals[out, 2] = nx, ny, nz
         else:
@@ -378,15 +326,17 @@ def fit_surfels(
 
 @nb.njit(cache=True, nogil=True)
 def detail_levels(
-    points: np.ndarray, cell_starts: np.ndarray, sizes: np.ndarray
+    points: np.ndarray, cell_starts: np.ndarray, sizes: np.ndarray, aside: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Order each coarse cell's points coarsest level first; returns the permutation and, per
-    cell, where each level's prefix ends ((C, L + 1) int64, column 0: the cell's end).
+    cell, where each level's prefix ends ((C, L) int64, column 0: where level 0 ends).
 
     Level l >= 1 keeps one point per cube of side sizes[l] in the cell,
     chosen among level l - 1's, so the levels nest and level l is a prefix of the cell's
     reordered points. Far cells are drawn from a coarse prefix (splat_surfels): a pixel there
-    covers many points, and drawing them all costs time without changing the depth."""
+    covers many points, and drawing them all costs time without changing the depth. Points
+    marked `aside` (drawn by a planar patch) come after level 0 and in no level, so that no
+    cube of a level is stood for by a point its discs do not draw."""
     n_cells = cell_starts.shape[0] - 1
     n_levels = sizes.shape[0]
     order = np.empty(points.shape[0], dtype=np.int64)
@@ -399,7 +349,15 @@ def detail_levels(
         for a in range(3):
             lo[a] = np.min(points[first:last, a])
             extent = max(extent, np.max(points[first:last, a]) - lo[a])
-        candidates = np.arange(first, last)
+        n_aside = 0
+        for n in range(first, last):
+            n_aside += aside[n]
+        candidates = np.empty(last - first - n_aside, dtype=np.int64)
+        c = 0
+        for n in range(first, last):
+            if not aside[n]:
+                candidates[c] = n
+                c += 1
         for lvl in range(1, n_levels):
             if candidates.shape[0] == 0:
                 break
@@ -434,16 +392,19 @@ def detail_levels(
             candidates = np.sort(kept[:n_kept])
             for c in range(n_kept):
                 level[candidates[c] - first] = lvl
-        # counting sort by level, coarsest first
+        # counting sort by level, coarsest first, the points set aside last
         counts = np.zeros(n_levels + 1, dtype=np.int64)
         for n in range(last - first):
+            if aside[first + n]:
+                level[n] = n_levels
             counts[level[n]] += 1
-        slot = np.empty(n_levels, dtype=np.int64)
+        slot = np.empty(n_levels + 1, dtype=np.int64)
         at = first
         for lvl in range(n_levels - 1, -1, -1):
             slot[lvl] = at
             at += counts[lvl]
             ends[cell, lvl] = at
+        slot[n_levels] = at
         for n in range(last - first):
             order[slot[level[n]]] = first + n
             slot[level[n]] += 1
@@ -451,14 +412,41 @@ def detail_levels(
 
 
 @nb.njit(cache=True, nogil=True)
-def _covered(depth: np.ndarray, i0: int, i1: int, j0: int, j1: int, zmin: float) -> bool:
-    """Whether every pixel of rows i0..i1, columns j0..j1 already holds a surface nearer than
-    zmin (then nothing whose nearest point is at zmin can show there)."""
-    for i in range(i0, i1 + 1):
-        for j in range(j0, j1 + 1):
-            current = depth[i, j]
-            if current == 0.0 or current >= zmin:
-                return False
+def _frustum_planes(K: np.ndarray, shape: tuple) -> np.ndarray:
+    """Unit normals (camera frame) of the four side planes of the frustum, through the camera
+    centre and the outer pixel edges (-0.5, size - 0.5), pointing inwards."""
+    height, width = shape
+    fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
+    planes = np.array(
+        [
+            [fx, skew, cx + 0.5],
+            [-fx, -skew, width - 0.5 - cx],
+            [0.0, fy, cy + 0.5],
+            [0.0, -fy, height - 0.5 - cy],
+        ]
+    )
+    for k in range(4):
+        planes[k] /= np.sqrt(planes[k, 0] ** 2 + planes[k, 1] ** 2 + planes[k, 2] ** 2)
+    return planes
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sphere_in_view(
+    lo: np.ndarray, hi: np.ndarray, R: np.ndarray, t: np.ndarray, planes: np.ndarray, min_depth: float,
+    max_depth: float,
+) -> bool:  # fmt: skip
+    """False when the sphere around box lo..hi lies wholly outside a frustum plane or the
+    depth range: a cheap test that spares most cells of a window the exact one (_box_in_view)."""
+    cx, cy, cz = (lo[0] + hi[0]) / 2.0, (lo[1] + hi[1]) / 2.0, (lo[2] + hi[2]) / 2.0
+    radius = np.sqrt((hi[0] - lo[0]) ** 2 + (hi[1] - lo[1]) ** 2 + (hi[2] - lo[2]) ** 2) / 2.0
+    x = R[0, 0] * cx + R[0, 1] * cy + R[0, 2] * cz + t[0]
+    y = R[1, 0] * cx + R[1, 1] * cy + R[1, 2] * cz + t[1]
+    z = R[2, 0] * cx + R[2, 1] * cy + R[2, 2] * cz + t[2]
+    if z + radius < min_depth or z - radius > max_depth:
+        return False
+    for k in range(4):
+        if planes[k, 0] * x + planes[k, 1] * y + planes[k, 2] * z < -radius:
+            return False
     return True
 
 
@@ -544,7 +532,7 @@ def _footprint(
     j0, j1 = max(0, int(np.ceil(u - ru))), min(width - 1, int(np.floor(u + ru)))
     if i0 > i1 or j0 > j1:
         return x, y, z, 1, 0, 1, 0
-    if (i1 - i0 + 1) * (j1 - j0 + 1) > max_read or not _covered(depth, i0, i1, j0, j1, nearest):
+    if (i1 - i0 + 1) * (j1 - j0 + 1) > max_read or not covered(depth, i0, i1, j0, j1, nearest):
         return x, y, z, i0, i1, j0, j1
     return x, y, z, 1, 0, 1, 0  # hidden
 
@@ -693,6 +681,7 @@ def splat_surfels(
     fit: tuple,
     cells: tuple,
     blocks: tuple,
+    patches: tuple,
     cam_from_world: np.ndarray,
     K: np.ndarray,
     depth: np.ndarray,
@@ -704,8 +693,8 @@ def splat_surfels(
     max_footprint: float,
     lod_pixels: float,
 ) -> None:
-    """Render the discs into `depth` (z-buffer, 0 = empty) in place; `winner` gets
-    winner_offset + the index of the disc that gave each pixel its depth.
+    """Render the window's planar patches and discs into `depth` (z-buffer, 0 = empty) in
+    place; `winner` gets winner_offset + the index of the point that gave each pixel its depth.
 
     `cells` = (cell_starts, level_ends, level_sizes, cell_lo, cell_hi): points are grouped by
     the cells of a coarse grid (cell c holds points cell_starts[c]:cell_starts[c+1], inside
@@ -715,7 +704,9 @@ def splat_surfels(
     back, the row behind a facade, ground under objects) is skipped unread. A cell is drawn
     from its coarsest level (detail_levels) whose cube side is at most lod_pixels pixels at
     the cell's nearest depth, each disc then at least as wide as that side, so the level's
-    one point per cube closes the surface.
+    one point per cube closes the surface. A cell's planar patches (`patches`, cell c's are
+    patches[0][c]:patches[0][c+1], see planar_patches.draw_patches) are drawn before its
+    discs; their points lie after level 0 and in no level, so they are never drawn as discs.
 
     `blocks` = (block_first, block_lo, block_hi, block_rmax, block_unfitted, radius_bound):
     each cell's points in runs of at most BLOCK_POINTS (cell c's are blocks
@@ -729,6 +720,7 @@ def splat_surfels(
     change a pixel: the depth and winner are those of drawing every disc.
     """
     cell_starts, level_ends, level_sizes, cell_lo, cell_hi = cells
+    patch_first = patches[0]
     block_first, block_lo, block_hi, block_rmax, block_unfitted, radius_bound = blocks
     R = np.ascontiguousarray(cam_from_world[:3, :3])
     t = np.ascontiguousarray(cam_from_world[:3, 3])
@@ -737,10 +729,12 @@ def splat_surfels(
     n_cells = cell_starts.shape[0] - 1
     near = np.full(n_cells, np.inf)  # nearest corner depth of each cell in view (inf: culled)
     rect = np.full((n_cells, 4), -1, dtype=np.int64)  # pixel bounds (i0, i1, j0, j1); -1: unbounded
+    planes = _frustum_planes(K, shape)
     for cell in range(n_cells):
-        near[cell] = _box_in_view(
-            cell_lo[cell], cell_hi[cell], 0.0, R, t, K, shape, min_depth, max_depth, corner, rect[cell]
-        )
+        if _sphere_in_view(cell_lo[cell], cell_hi[cell], R, t, planes, min_depth, max_depth):
+            near[cell] = _box_in_view(
+                cell_lo[cell], cell_hi[cell], 0.0, R, t, K, shape, min_depth, max_depth, corner, rect[cell]
+            )
     block_rect = np.empty(4, dtype=np.int64)
     targets = np.empty(BLOCK_POINTS, dtype=np.int64)
     # nearest cells first, so nearer surfaces are drawn before the cells they may hide entirely
@@ -749,11 +743,15 @@ def splat_surfels(
         if near[cell] == np.inf:
             break
         i0, i1, j0, j1 = rect[cell, 0], rect[cell, 1], rect[cell, 2], rect[cell, 3]
-        if i0 >= 0 and _covered(depth, i0, i1, j0, j1, near[cell]):
+        if i0 >= 0 and covered(depth, i0, i1, j0, j1, near[cell]):
             continue
         level = 0
         while level + 1 < level_sizes.shape[0] and level_sizes[level + 1] * pixel <= lod_pixels * near[cell]:
             level += 1
+        draw_patches(
+            patch_first[cell], patch_first[cell + 1], patches, R, t, K, depth, winner, winner_offset,
+            min_depth, max_depth, min_cos,
+        )  # fmt: skip
         first, end = cell_starts[cell], level_ends[cell, level]
         for block in range(block_first[cell], block_first[cell + 1]):
             b0 = first + (block - block_first[cell]) * BLOCK_POINTS
@@ -766,7 +764,7 @@ def splat_surfels(
             lo, hi = block_lo[block], block_hi[block]
             zmin = _box_in_view(lo, hi, grow, R, t, K, shape, min_depth, max_depth, corner, block_rect)
             i0, i1, j0, j1 = block_rect[0], block_rect[1], block_rect[2], block_rect[3]
-            if zmin == np.inf or (i0 >= 0 and _covered(depth, i0, i1, j0, j1, zmin)):
+            if zmin == np.inf or (i0 >= 0 and covered(depth, i0, i1, j0, j1, zmin)):
                 continue
             if block_unfitted[block]:
                 count, largest = _fit_visible(

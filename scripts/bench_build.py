@@ -19,9 +19,10 @@ static-cloud windows of at least N points each (KITTI-360's are 5-30 million; th
 frames give two windows of 240 frames each sharing 10 m, as KITTI-360's), and one worker
 builds it twice in fresh processes, LiDAR-only and with the clouds, --repeat times: frames/s
 of both, their ratio (the pair of runs with the median ratio; every ratio listed), and each
-worker's peak memory. The windows' preparation (read, grids, levels of detail; surfels are
-fitted later, as frames first may show them) is timed apart, and so are rendering the windows
-(fitting and drawing discs) and the label check and merge with LiDAR.
+worker's peak memory. The windows' preparation (read, grids, planes and patches, levels of
+detail; surfels are fitted later, as frames first may show them) is timed apart, and so are
+rendering the windows (drawing patches, fitting and drawing discs) and the label check and
+merge with LiDAR.
 Usage: python scripts/bench_build.py [--frames 60] [--chunk-frames 128] [--repeat 3] [--workdir DIR]
        [--checksum-cost] [--cloud-points 15000000] [--cloud-frames 470] [--only-clouds]
 """
@@ -212,7 +213,7 @@ def confined_build(root: Path, out: Path, config: Kitti360Config, workers: int) 
 PROBE_SPACING = 0.5  # metres: a cheap sampling whose point count scales to any spacing
 
 # one worker building in a fresh process: (seconds, peak resident GiB, frames, and the seconds
-# spent preparing static windows, rendering them (fitting and drawing discs), and checking labels
+# spent preparing static windows, rendering them (patches and discs), and checking labels
 # and merging with LiDAR; wall time on the build's one core, which its read-ahead and writer
 # threads share)
 MEMORY_BUILD = """
@@ -298,10 +299,11 @@ def cloud_rows(work: Path, frames: int, points: int, chunk_frames: int, repeat: 
     print(f"peak memory with clouds / LiDAR only: {runs['1'][1] / runs['0'][1]:.2f}x")
     per_window = prep / len(windows)
     print(
-        f"window preparation (read, grids, levels of detail): {per_window:.1f} s per window, once per worker"
+        "window preparation (read, grids, planes and patches, levels of detail): "
+        f"{per_window:.1f} s per window, once per worker"
     )
     print(
-        f"time with clouds: preparing windows {prep:.1f} s, rendering them (fitting and drawing discs) "
+        f"time with clouds: preparing windows {prep:.1f} s, rendering them (patches and discs) "
         f"{render:.1f} s, labels and merge {merge:.1f} s, the rest {t1 - prep - render - merge:.1f} s"
     )
     per_frame = (t1 - prep) / n1  # the clouds build without its window preparation

@@ -269,29 +269,34 @@ def test_stats_show_building_coverage_per_source(builds, synthetic, tmp_path):
     assert (tmp_path / "plots" / "building_coverage.png").stat().st_size > 1000
 
 
-def test_detail_levels_nest_and_keep_one_point_per_cube():
+@pytest.mark.parametrize("aside_share", [0.0, 0.6])
+def test_detail_levels_nest_and_keep_one_point_per_cube(aside_share):
     """Each level is a prefix of its cell, holds one point per cube of its side (every occupied
-    cube represented) and lies inside the next finer level."""
+    cube represented) and lies inside the next finer level; points set aside (on a planar
+    patch) come last in their cell, in no level."""
     from preprocess.sources.kitti360.static_depth import detail_sizes
     from preprocess.surfels import detail_levels
 
     rng = np.random.default_rng(0)
     points = np.column_stack([rng.uniform(0, 2, 4000), rng.uniform(0, 2, 4000), np.zeros(4000)])
     points = points.astype(np.float32)
+    aside = rng.uniform(size=4000) < aside_share
     starts = np.array([0, 1500, 4000])
     sizes = detail_sizes(0.03, 0.5)
-    order, ends = detail_levels(points, starts, sizes)
+    order, ends = detail_levels(points, starts, sizes, aside)
     assert np.array_equal(np.sort(order), np.arange(4000)) and len(sizes) == 5
-    assert np.array_equal(ends[:, 0], starts[1:])
     for cell in range(2):
         members = order[starts[cell] : starts[cell + 1]]
-        lo = points[members].min(axis=0)
-        previous = set(members)
+        drawn = members[~aside[members]]
+        assert ends[cell, 0] == starts[cell] + len(drawn)
+        assert np.array_equal(members[: len(drawn)], drawn)  # those set aside come last
+        lo = points[members].min(axis=0)  # cubes from the lowest corner of all the cell's points
+        previous = set(drawn)
         for level in range(1, len(sizes)):
             kept = order[starts[cell] : ends[cell, level]]
             cubes = np.floor((points[kept] - lo) / sizes[level]).astype(int)
             assert len({tuple(c) for c in cubes}) == len(kept)  # one per cube
-            occupied = {tuple(c) for c in np.floor((points[members] - lo) / sizes[level]).astype(int)}
+            occupied = {tuple(c) for c in np.floor((points[drawn] - lo) / sizes[level]).astype(int)}
             assert len(occupied) == len(kept)  # every cube with a drawn point represented
             assert set(kept) <= previous
             previous = set(kept)

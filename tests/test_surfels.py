@@ -1,6 +1,6 @@
 """Surfel rendering of static clouds: the culling (cells, blocks, discs) and the lazy fitting
 only skip work, never change a pixel; pinned against drawing every disc on a scene with
-occlusion, and the radius bound the lazy fit relies on holds."""
+occlusion, and the radius bound the lazy fit relies on holds. Planar patches are off here."""
 
 from __future__ import annotations
 
@@ -18,50 +18,15 @@ from preprocess.sources.kitti360.static_depth import (
 from preprocess.sources.kitti360.static_ply import Window, static_vertex_dtype, write_static_ply
 from preprocess.surfels import UNFITTED, count_distinct, fit_surfels
 
-SHAPE = (48, 64)
-K = np.array([[50.0, 0.0, 31.5], [0.0, 50.0, 23.5], [0.0, 0.0, 1.0]])
-SETTINGS = replace(StaticSettings(), lod_pixels=1e-6)  # every cell drawn from all its points
+from .support.surfel_scene import SHAPE, K, scene_window, views
 
-
-def _plane(rng, origin, u, v, n_u, n_v, spacing):
-    """Jittered samples of the parallelogram origin + a u + b v."""
-    a, b = np.meshgrid(np.arange(n_u), np.arange(n_v))
-    a = (a.ravel() + rng.uniform(-0.3, 0.3, a.size)) * spacing
-    b = (b.ravel() + rng.uniform(-0.3, 0.3, b.size)) * spacing
-    return np.asarray(origin) + a[:, None] * np.asarray(u) + b[:, None] * np.asarray(v)
+# every cell drawn from all its points, and all as discs (planar patches: test_planar_patches.py)
+SETTINGS = replace(StaticSettings(), lod_pixels=1e-6, plane_tolerance=0.0)
 
 
 @pytest.fixture(scope="module")
 def window(tmp_path_factory):
-    """A wall in front of a larger wall, on a ground plane, plus a few isolated points."""
-    rng = np.random.default_rng(3)
-    parts = [
-        _plane(rng, (-1.0, -0.8, 4.0), (1, 0, 0), (0, 1, 0), 30, 24, 0.05),  # front wall
-        _plane(rng, (-3.0, -2.0, 7.0), (1, 0, 0), (0, 1, 0), 60, 55, 0.1),  # back wall
-        _plane(rng, (-3.0, 1.5, 2.0), (1, 0, 0), (0, 0, 1), 60, 50, 0.1),  # ground, seen at a slant
-        rng.uniform(-2, 2, (5, 3)) + (0, 0, 9),
-    ]
-    points = np.concatenate(parts)
-    vertices = np.zeros(len(points), static_vertex_dtype())
-    vertices["x"], vertices["y"], vertices["z"] = points.T
-    vertices["semantic"] = 11
-    path = tmp_path_factory.mktemp("surfels") / "0000000000_0000000009.ply"
-    write_static_ply(path, vertices)
-    return Window(path, 0, 9)
-
-
-def _poses():
-    """The identity and two views from the side and from above."""
-    poses = [np.eye(4)]
-    for yaw, pitch, shift in ((0.3, 0.0, (0.8, 0.0, 0.5)), (-0.2, 0.25, (-0.5, 0.6, 0.0))):
-        cy, sy, cp, sp = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch)
-        rot = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]]) @ np.array(
-            [[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]
-        )
-        pose = np.eye(4)
-        pose[:3, :3], pose[:3, 3] = rot, shift
-        poses.append(pose)
-    return poses
+    return scene_window(tmp_path_factory.mktemp("surfels"))
 
 
 def _every_disc(prepared, cam_from_world, min_depth, max_depth):
@@ -111,7 +76,7 @@ def test_culling_and_lazy_fitting_change_no_pixel(window):
     reference = prepare_window(window, SETTINGS)
     _fit_all(reference)
     drawn = 0
-    for pose in _poses():
+    for pose in views():
         cam_from_world = np.linalg.inv(pose)
         cloud = render_clouds([lazy], cam_from_world, K, SHAPE, 0.5, 50.0, SETTINGS)
         expected = _every_disc(reference, cam_from_world, 0.5, 50.0)

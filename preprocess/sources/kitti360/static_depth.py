@@ -1,14 +1,15 @@
 """Depth from KITTI-360's fused static clouds, merged with the LiDAR depth.
 
 A window is prepared once per worker process (kept in a small cache, so the units that share
-it reuse it): its points are sorted into a coarse grid with nested levels of detail (for
-drawing), each coarse cell holding a fine grid (for neighbour search); each point becomes a
-surfel (normal and radius from its k nearest neighbours) the first time a frame may show it.
-A frame's cloud depth renders the surfels of every window that covers the frame
-(surfels.py), keeps a pixel only where the winning point's 3D label agrees with the frame's
-2D label (so ground never shows through a facade missing from the cloud, nor static road
-through a car that is there now), then merges with the LiDAR depth under one rule
-(`merge_depth`).
+it reuse it): its points are sorted into a coarse grid, each coarse cell holding a fine grid
+(for neighbour search). A cell's largest planes become planar patches (cell_planes.py,
+planar_patches.py): most of a street lies on them. Its other points get nested levels of
+detail (for drawing), and each becomes a surfel (normal and radius from its k nearest
+neighbours) the first time a frame may show it. A frame's cloud depth renders the patches
+and surfels of every window that covers the frame (surfels.py), keeps a pixel only where the
+winning point's 3D label agrees with the frame's 2D label (so ground never shows through a
+facade missing from the cloud, nor static road through a car that is there now), then
+merges with the LiDAR depth under one rule (`merge_depth`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ...cell_planes import continuations, extract_planes, patch_reach
+from ...planar_patches import build_patches
 from ...surfels import (
     BLOCK_POINTS,
     UNFITTED,
@@ -57,6 +60,8 @@ class StaticSettings:
     grid_cell: float = 2.0  # metres; frustum and occlusion culling granularity
     max_footprint_px: float = 48.0  # a disc covers at most this many pixels either side
     lod_pixels: float = 1.0  # far cells drawn from a subset whose spacing is at most this many pixels
+    plane_tolerance: float = 0.01  # metres from a cell's plane to be drawn as its patch (0: no patches)
+    plane_min_points: int = 64  # a patch needs this many points; fewer stay surfels
     merge_rel_tol: float = 0.05  # LiDAR and cloud depth agree within this relative difference
     ground_labels: tuple[int, ...] = GROUND_LABELS
 
@@ -70,14 +75,15 @@ class SurfelWindow:
     place, by render_clouds: a worker renders on one thread, so the cache needs no lock)."""
 
     name: str
-    points: np.ndarray  # (N, 3) float32 world, in drawing order (coarse cell, then level)
+    points: np.ndarray  # (N, 3) float32 world, in drawing order (coarse cell, level, patch points last)
     normals: np.ndarray  # (N, 3) float32 (zero: no plane); valid where fitted
-    radii: np.ndarray  # (N,) float32 metres (0: isolated, never drawn; UNFITTED until fitted)
+    radii: np.ndarray  # (N,) float32 metres (0: isolated or on a patch, never drawn; UNFITTED until fitted)
     labels: np.ndarray  # (N,) uint8 KITTI-360 label ids
     fine_index: np.ndarray  # (N,) int64: each point's place in the fine grid's order
     fine: tuple  # the fine grid, nested in the coarse cells: see fit_surfels
     cells: tuple  # (cell_starts, level_ends, level_sizes, cell_lo, cell_hi), see splat_surfels
     blocks: tuple  # (block_first, block_lo, block_hi, block_rmax, block_unfitted, radius_bound)
+    patches: tuple  # each cell's planar patches: see planar_patches.draw_patches
     nonfinite_dropped: int
 
     def __len__(self) -> int:
@@ -127,9 +133,20 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
         blocks = (starts, points, points, np.zeros(0, np.float32), none, 0.0)
         dims, lo = np.ones(3, np.int64), np.zeros(3)
         fine = (points, none.astype(np.int32), starts, np.zeros((0, 2), np.int32), none, dims, lo, 1.0, 1)
+        patches = (
+            starts,
+            np.zeros((0, 4, 3)),
+            np.zeros((0, 3), np.int64),
+            starts,
+            np.zeros(0, np.int32),
+            starts,
+            np.zeros(0, np.uint64),
+            np.zeros(0),
+            np.zeros((0, 4)),
+        )
         return SurfelWindow(
             window.path.name, points, points.copy(), np.zeros(0, np.float32), labels, none, fine, cells,
-            blocks, nonfinite,
+            blocks, patches, nonfinite,
         )  # fmt: skip
     # neighbour search in cells about two spacings wide (about four points each on a surface:
     # the k nearest of a point lie within the 3x3x3 cells around it), nested in the coarse
@@ -146,35 +163,91 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     del local, by_cell
     fine_points, labels = gather_points(points, labels, order)
     del points, order
+    plane_of, planes, plane_cell = find_planes(fine_points, cell_starts, settings)
     sizes = detail_sizes(spacing, settings.max_radius)
-    fine_index, level_ends = detail_levels(fine_points, cell_starts, sizes)
+    fine_index, level_ends = detail_levels(fine_points, cell_starts, sizes, plane_of >= 0)
     points, labels = gather_points(fine_points, labels, fine_index)  # each cell's own rows reordered
-    blocks = draw_blocks(points, cell_starts, radius_bound)
-    # a cell's box is the union of its blocks' boxes
-    block_first, block_lo, block_hi = blocks[:3]
-    cell_lo = np.minimum.reduceat(block_lo, block_first[:-1], axis=0).astype(np.float64) - settings.max_radius
-    cell_hi = np.maximum.reduceat(block_hi, block_first[:-1], axis=0).astype(np.float64) + settings.max_radius
-    cells = (cell_starts, level_ends, sizes, cell_lo, cell_hi)
+    plane_of = plane_of[fine_index]
+    normals, radii = np.zeros(points.shape, np.float32), np.full(len(points), UNFITTED, np.float32)
     fine = (fine_points, fine_keys, fine_starts, rows, coarse_keys, coarse_dims, lo, side, per_cell)
+    patches = planar_patches(points, plane_of, planes, plane_cell, cell_starts, level_ends, fine, settings)
+    radii[plane_of >= 0] = 0.0  # drawn by their patch, never as discs
+    blocks = draw_blocks(points, cell_starts, level_ends[:, 0], radius_bound)
+    # a cell's box: its points', grown by the widest a disc or a patch's cover reaches past them
+    cell_lo = np.minimum.reduceat(points, cell_starts[:-1], axis=0).astype(np.float64) - settings.max_radius
+    cell_hi = np.maximum.reduceat(points, cell_starts[:-1], axis=0).astype(np.float64) + settings.max_radius
+    cells = (cell_starts, level_ends, sizes, cell_lo, cell_hi)
     return SurfelWindow(
-        window.path.name, points, np.zeros(points.shape, np.float32),
-        np.full(len(points), UNFITTED, np.float32), labels, fine_index, fine, cells, blocks, nonfinite,
-    )  # fmt: skip
+        window.path.name, points, normals, radii, labels, fine_index, fine, cells, blocks, patches, nonfinite
+    )
 
 
-def draw_blocks(points: np.ndarray, cell_starts: np.ndarray, radius_bound: float) -> tuple:
-    """Each cell's points cut into runs of BLOCK_POINTS, as splat_surfels takes them: (first
-    block of each cell (C + 1,), boxes lo and hi (B, 3), largest fitted disc radius (B,),
-    discs not fitted yet (B,), radius_bound)."""
-    per_cell = (np.diff(cell_starts) + BLOCK_POINTS - 1) // BLOCK_POINTS
+def find_planes(points: np.ndarray, cell_starts: np.ndarray, settings: StaticSettings) -> tuple:
+    """Each point's plane (-1: none), the planes (n, d) and their cells (extract_planes), or
+    none where patches are off."""
+    if settings.plane_tolerance <= 0.0:
+        return np.full(len(points), -1, np.int32), np.zeros((0, 4)), np.zeros(0, np.int64)
+    return extract_planes(points, cell_starts, settings.plane_tolerance, settings.plane_min_points)
+
+
+def planar_patches(
+    points: np.ndarray,
+    plane_of: np.ndarray,
+    planes: np.ndarray,
+    plane_cell: np.ndarray,
+    cell_starts: np.ndarray,
+    level_ends: np.ndarray,
+    fine: tuple,
+    settings: StaticSettings,
+) -> tuple:
+    """The planes as patches, for draw_patches: each covers what its points' discs would
+    (patch_reach, build_patches)."""
+    aside = np.column_stack([level_ends[:, 0], cell_starts[1:]])
+    reach = patch_reach(
+        points,
+        plane_of,
+        plane_cell,
+        aside,
+        fine[6],
+        fine[7],
+        settings.spacing_neighbours,
+        settings.radius_scale,
+    )
+    box_lo, box_hi = cell_boxes(fine, plane_cell)
+    runs_on = continuations(planes, plane_cell, fine[4], fine[5], settings.plane_tolerance)
+    grids = build_patches(
+        points, plane_of, planes, reach, box_lo, box_hi, runs_on, settings.edge_radius_scale
+    )
+    cell_first = np.searchsorted(plane_cell, np.arange(len(cell_starts))).astype(np.int64)
+    return (cell_first, *grids)
+
+
+def cell_boxes(fine: tuple, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """World boxes (lo, hi) of the given coarse cells (the grid of nested_grid_keys in `fine`)."""
+    keys, dims, lo, side, per_cell = fine[4][cells], fine[5], fine[6], fine[7], fine[8]
+    corner = np.column_stack([keys // (dims[1] * dims[2]), keys // dims[2] % dims[1], keys % dims[2]])
+    box_lo = lo + corner * (side * per_cell)
+    return box_lo, box_lo + side * per_cell
+
+
+def draw_blocks(
+    points: np.ndarray, cell_starts: np.ndarray, drawn_ends: np.ndarray, radius_bound: float
+) -> tuple:
+    """The points each cell may draw as discs (cell c's cell_starts[c]:drawn_ends[c]: the
+    others lie on planar patches) cut into runs of BLOCK_POINTS, as splat_surfels takes them:
+    (first block of each cell (C + 1,), boxes lo and hi (B, 3), largest fitted disc radius
+    (B,), discs not fitted yet (B,), radius_bound)."""
+    per_cell = (drawn_ends - cell_starts[:-1] + BLOCK_POINTS - 1) // BLOCK_POINTS
     block_first = np.r_[0, np.cumsum(per_cell)].astype(np.int64)
     cell_of_block = np.repeat(np.arange(len(per_cell)), per_cell)
     within = np.arange(block_first[-1]) - block_first[cell_of_block]
     starts = cell_starts[cell_of_block] + within * BLOCK_POINTS
-    lo = np.minimum.reduceat(points, starts, axis=0)
-    hi = np.maximum.reduceat(points, starts, axis=0)
-    sizes = np.diff(np.append(starts, len(points))).astype(np.int64)  # a cell's last block may be short
-    return block_first, lo, hi, np.zeros(len(starts), np.float32), sizes, float(radius_bound)
+    sizes = np.minimum(starts + BLOCK_POINTS, drawn_ends[cell_of_block]) - starts
+    offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    drawn = points[np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1])]  # packed, block by block
+    lo = np.minimum.reduceat(drawn, offsets[:-1], axis=0) if len(starts) else np.zeros((0, 3), points.dtype)
+    hi = np.maximum.reduceat(drawn, offsets[:-1], axis=0) if len(starts) else np.zeros((0, 3), points.dtype)
+    return block_first, lo, hi, np.zeros(len(starts), np.float32), sizes.astype(np.int64), float(radius_bound)
 
 
 def fit_settings(settings: StaticSettings) -> tuple:
@@ -233,7 +306,8 @@ def render_clouds(
     for window in windows:
         splat_surfels(
             window.points, window.normals, window.radii, window.fine_index, window.fine,
-            fit_settings(settings), window.cells, window.blocks, np.asarray(cam_from_world, np.float64),
+            fit_settings(settings), window.cells, window.blocks, window.patches,
+            np.asarray(cam_from_world, np.float64),
             np.asarray(K, np.float64),
             depth, winner, offset, min_depth, max_depth, settings.min_cos, settings.max_footprint_px,
             settings.lod_pixels,
