@@ -14,6 +14,7 @@ import numba as nb
 import numpy as np
 
 from .surface_kernels import normal_about
+from .surfels import grid_coords
 
 MAX_PLANES_PER_CELL = 5  # a street cell holds a few planes at most (ground, facades and roofs at corners)
 HYPOTHESES = 24  # RANSAC triplets per plane: all on a plane holding a quarter of the pool, p > 0.999
@@ -81,11 +82,9 @@ def extract_planes(
         if members.shape[0] < last - first:
             members = np.empty(last - first, dtype=np.int64)
         state = _next_random(cell + 1)
+        left = last - first  # points of the cell on no plane yet
         for _ in range(MAX_PLANES_PER_CELL):
             pooled = 0
-            left = 0
-            for m in range(first, last):
-                left += plane_of[m] < 0
             stride = max(1, left // POOL)
             seen = 0
             for m in range(first, last):
@@ -98,11 +97,12 @@ def extract_planes(
                 break
             best, bx, by, bz, bd = 0, 0.0, 0.0, 0.0, 0.0
             for _ in range(HYPOTHESES):
-                picks = np.empty(3, dtype=np.int64)
-                for s in range(3):
-                    state = _next_random(state)
-                    picks[s] = pool[state % pooled]
-                a, b, c = picks[0], picks[1], picks[2]
+                state = _next_random(state)
+                a = pool[state % pooled]
+                state = _next_random(state)
+                b = pool[state % pooled]
+                state = _next_random(state)
+                c = pool[state % pooled]
                 ux, uy, uz = (
                     points[b, 0] - points[a, 0],
                     points[b, 1] - points[a, 1],
@@ -150,6 +150,7 @@ def extract_planes(
             for c in range(count):
                 plane_of[members[c]] = found
             found += 1
+            left -= count
     return plane_of, planes[:found].copy(), plane_cell[:found].copy()
 
 
@@ -225,14 +226,14 @@ def patch_reach(
         for m in range(first, last):
             if plane_of[m] == p:
                 members[count] = m
-                column[count] = int((np.float64(points[m, 0]) - lo[0]) / side)
+                column[count] = grid_coords(points, m, lo, side)[0]
                 count += 1
         use = min(neighbours, count - 1)
         if use < 1:
             continue
         for s in range(REACH_SAMPLES):
             n = members[(2 * s + 1) * count // (2 * REACH_SAMPLES)]
-            x = int((np.float64(points[n, 0]) - lo[0]) / side)
+            x = grid_coords(points, n, lo, side)[0]
             near[:] = np.inf
             for c in range(
                 np.searchsorted(column[:count], x - 1), np.searchsorted(column[:count], x + 1, "right")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .surface_kernels import covered
+from .surface_kernels import covered, cross, ray_plane_depth
 
 SUBTEXELS = 3  # a texel (as wide as the patch's disc radius) holds 3 x 3 sub-texels, one bit each
 MIN_TEXEL = 1e-4  # metres: the texel of a patch whose points are all isolated (reach 0)
@@ -27,17 +27,17 @@ OUTLINE_MARGIN = 1e-3  # pixels; an outline's rows and columns are widened by th
 def _plane_axes(nx: float, ny: float, nz: float) -> tuple:
     """Two unit axes (a, b) spanning the plane of unit normal n: a lies across the world axis
     n is least aligned with (horizontal on a facade), b = n x a."""
-    ex, ey, ez = 0.0, 0.0, 0.0
     if abs(nx) <= abs(ny) and abs(nx) <= abs(nz):
-        ex = 1.0
+        e = (1.0, 0.0, 0.0)
     elif abs(ny) <= abs(nz):
-        ey = 1.0
+        e = (0.0, 1.0, 0.0)
     else:
-        ez = 1.0
-    ax, ay, az = ny * ez - nz * ey, nz * ex - nx * ez, nx * ey - ny * ex
+        e = (0.0, 0.0, 1.0)
+    ax, ay, az = cross((nx, ny, nz), e)
     norm = np.sqrt(ax * ax + ay * ay + az * az)
     ax, ay, az = ax / norm, ay / norm, az / norm
-    return ax, ay, az, ny * az - nz * ay, nz * ax - nx * az, nx * ay - ny * ax
+    bx, by, bz = cross((nx, ny, nz), (ax, ay, az))
+    return ax, ay, az, bx, by, bz
 
 
 @nb.njit(cache=True, nogil=True)
@@ -209,8 +209,8 @@ def _dilate(seeds: np.ndarray, out: np.ndarray, r: float, columns: int, work: np
                 wider[su, words - 1] &= keep
             widened, wider = wider, widened
         for su in range(rows):
-            for source in (su - du, su + du):
-                if 0 <= source < rows and (du or source == su - du):
+            for source in (su - du, su + du):  # the centre row (du 0) twice: OR is idempotent
+                if 0 <= source < rows:
                     for w in range(words):
                         out[su, w] |= widened[source, w]
 
@@ -292,9 +292,9 @@ def _in_plane(points: np.ndarray, m: int, frame: np.ndarray) -> tuple[float, flo
     dx = np.float64(points[m, 0]) - frame[0, 0]
     dy = np.float64(points[m, 1]) - frame[0, 1]
     dz = np.float64(points[m, 2]) - frame[0, 2]
-    return dx * frame[1, 0] + dy * frame[1, 1] + dz * frame[1, 2], dx * frame[2, 0] + dy * frame[
-        2, 1
-    ] + dz * frame[2, 2]
+    along_a = dx * frame[1, 0] + dy * frame[1, 1] + dz * frame[1, 2]
+    along_b = dx * frame[2, 0] + dy * frame[2, 1] + dz * frame[2, 2]
+    return along_a, along_b
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -420,11 +420,8 @@ def draw_patches(
             a_row, b_row = ay * dy + az, by * dy + bz
             for j in range(j0, j1 + 1):
                 dx = (j - cx - skew * dy) / fx
-                facing = nx * dx + ny * dy + nz
-                if facing * facing < min_cos * min_cos * (dx * dx + dy * dy + 1.0):
-                    continue
-                zt = plane / facing
-                if zt <= min_depth or zt > max_depth:
+                zt = ray_plane_depth(nx, ny, nz, plane, dx, dy, min_cos, min_depth, max_depth)
+                if zt == 0.0:
                     continue
                 current = depth[i, j]
                 if current != 0.0 and zt >= current:

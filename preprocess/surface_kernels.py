@@ -1,6 +1,6 @@
 """Small Numba kernels that the surfel and the planar-patch renderers share: the closed-form
-normal of a plane through a 3x3 covariance (and through a set of points), and the z-buffer
-test that skips what nearer depth already hides."""
+normal of a plane through a 3x3 covariance (and through a set of points), the depth where a
+pixel's ray meets a plane, and the z-buffer test that skips what nearer depth already hides."""
 
 from __future__ import annotations
 
@@ -71,6 +71,23 @@ def normal_about(
         c12 += dy * dz
         c22 += dz * dz
     return smallest_eigenvector(c00, c01, c02, c11, c12, c22)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def ray_plane_depth(
+    nx: float, ny: float, nz: float, plane: float, dx: float, dy: float, min_cos: float, min_depth: float,
+    max_depth: float,
+) -> float:  # fmt: skip
+    """Depth at which the ray (dx, dy, 1) meets the plane n . p = plane (camera frame), or 0
+    when it meets it more edge-on than min_cos (cosine between ray and normal) or outside
+    min_depth..max_depth: the one rule discs and planar patches are drawn by."""
+    facing = nx * dx + ny * dy + nz
+    if facing * facing < min_cos * min_cos * (dx * dx + dy * dy + 1.0):
+        return 0.0
+    zt = plane / facing
+    if zt <= min_depth or zt > max_depth:
+        return 0.0
+    return zt
 
 
 @nb.njit(cache=True, nogil=True)

@@ -15,7 +15,7 @@ import numba as nb
 import numpy as np
 
 from .planar_patches import draw_patches
-from .surface_kernels import covered, normal_about
+from .surface_kernels import covered, normal_about, ray_plane_depth
 
 NO_NORMAL = 0.0  # a zero normal: no reliable plane (edges, clutter); the disc then faces the camera
 BLOCK_POINTS = 64  # culling granularity below the coarse cell: enough points to amortise a box test
@@ -26,7 +26,7 @@ DENSE_CUBES = 1 << 24  # detail_levels marks a cell's occupied cubes in a byte a
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _grid_coords(points: np.ndarray, n: int, lo: np.ndarray, cell: float) -> tuple[int, int, int]:
+def grid_coords(points: np.ndarray, n: int, lo: np.ndarray, cell: float) -> tuple[int, int, int]:
     """Integer coordinates of point n's cell in a grid of side `cell` from `lo`: the one
     formula both a grid's keys and the lookups into it use."""
     ix = int((np.float64(points[n, 0]) - lo[0]) / cell)
@@ -45,7 +45,7 @@ def _grid_extent(points: np.ndarray, cell: float) -> tuple:
         for a in range(3):
             lo[a] = min(lo[a], np.float64(points[n, a]))
             hi[0, a] = max(hi[0, a], np.float64(points[n, a]))
-    top = _grid_coords(hi, 0, lo, cell) if points.shape[0] else (0, 0, 0)
+    top = grid_coords(hi, 0, lo, cell) if points.shape[0] else (0, 0, 0)
     return lo, top
 
 
@@ -57,7 +57,7 @@ def grid_keys(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray, 
     dims = np.array([top[0] + 1, top[1] + 1, top[2] + 1])
     keys = np.empty(points.shape[0], dtype=np.int64)
     for n in range(points.shape[0]):
-        ix, iy, iz = _grid_coords(points, n, lo, cell)
+        ix, iy, iz = grid_coords(points, n, lo, cell)
         keys[n] = (ix * dims[1] + iy) * dims[2] + iz
     return keys, dims, lo
 
@@ -73,7 +73,7 @@ def nested_grid_keys(points: np.ndarray, side: float, per_cell: int) -> tuple:
     coarse = np.empty(points.shape[0], dtype=np.int64)
     local = np.empty(points.shape[0], dtype=np.int32)
     for n in range(points.shape[0]):
-        ix, iy, iz = _grid_coords(points, n, lo, side)
+        ix, iy, iz = grid_coords(points, n, lo, side)
         coarse[n] = ((ix // per_cell) * dims[1] + iy // per_cell) * dims[2] + iz // per_cell
         local[n] = ((ix % per_cell) * per_cell + iy % per_cell) * per_cell + iz % per_cell
     return coarse, local, dims, lo
@@ -277,7 +277,7 @@ def fit_surfels(
         n = fine_index[out]
         if cell < 0 or not cell_starts[cell] <= n < cell_starts[cell + 1]:
             # not the previous point's fine cell (where the neighbour runs would be the same)
-            ix, iy, iz = _grid_coords(points, n, lo, side)
+            ix, iy, iz = grid_coords(points, n, lo, side)
             runs, cell = _neighbour_runs(fine, ix, iy, iz, run_lo, run_hi, memo)
         px, py, pz = points[n, 0], points[n, 1], points[n, 2]
         candidates = 0
@@ -656,11 +656,8 @@ def _draw_discs(
             dy = (i - cy) / fy
             for j in range(j0, j1 + 1):
                 dx = (j - cx - skew * dy) / fx
-                facing = nx * dx + ny * dy + nz
-                if facing * facing < min_cos * min_cos * (dx * dx + dy * dy + 1.0):
-                    continue
-                zt = plane / facing
-                if zt <= min_depth or zt > max_depth:
+                zt = ray_plane_depth(nx, ny, nz, plane, dx, dy, min_cos, min_depth, max_depth)
+                if zt == 0.0:
                     continue
                 ex, ey, ez = zt * dx - x, zt * dy - y, zt - z
                 if ex * ex + ey * ey + ez * ez > r2:

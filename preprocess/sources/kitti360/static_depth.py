@@ -133,17 +133,8 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
         blocks = (starts, points, points, np.zeros(0, np.float32), none, 0.0)
         dims, lo = np.ones(3, np.int64), np.zeros(3)
         fine = (points, none.astype(np.int32), starts, np.zeros((0, 2), np.int32), none, dims, lo, 1.0, 1)
-        patches = (
-            starts,
-            np.zeros((0, 4, 3)),
-            np.zeros((0, 3), np.int64),
-            starts,
-            np.zeros(0, np.int32),
-            starts,
-            np.zeros(0, np.uint64),
-            np.zeros(0),
-            np.zeros((0, 4)),
-        )
+        no_planes = (np.zeros(0, np.int32), np.zeros((0, 4)), np.zeros(0), box, box, np.zeros((0, 6), bool))
+        patches = (starts, *build_patches(points, *no_planes, settings.edge_radius_scale))
         return SurfelWindow(
             window.path.name, points, points.copy(), np.zeros(0, np.float32), labels, none, fine, cells,
             blocks, patches, nonfinite,
