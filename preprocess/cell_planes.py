@@ -14,13 +14,14 @@ import numba as nb
 import numpy as np
 
 from .surface_kernels import normal_about
-from .surfels import grid_coords
+from .surfels import search_from
 
 MAX_PLANES_PER_CELL = 5  # a street cell holds a few planes at most (ground, facades and roofs at corners)
 HYPOTHESES = 24  # RANSAC triplets per plane: all on a plane holding a quarter of the pool, p > 0.999
 CLEAR_SHARE = 0.8  # a hypothesis holding this share of the pool ends the search
 POOL = 256  # points scored per hypothesis, taken at an even stride through the cell
 REACH_SAMPLES, REACH_RANK = 8, 5  # see patch_reach
+REACH_WINDOW = 3  # fine cells; a point farther off in y or z lies beyond patch_reach's two-cell bound
 LINE_RATIO = 0.1  # inliers whose spread off a plane is this share of their narrower one in it: a line
 COPLANAR_DEGREES = 2.0  # planes of neighbouring cells this close in direction may be one surface
 
@@ -48,14 +49,12 @@ def _plane_fit(points: np.ndarray, members: np.ndarray, count: int) -> tuple:
 
 
 @nb.njit(cache=True, nogil=True)
-def _inliers(points, first, last, plane_of, nx, ny, nz, d, tolerance, out) -> int:
-    """Points of first..last-1 on no plane yet within tolerance of plane n . p = d, into out."""
+def _inliers(points, candidates, n_candidates, nx, ny, nz, d, tolerance, out) -> int:
+    """The points of candidates[:n_candidates] within tolerance of plane n . p = d, into out."""
     count = 0
-    for m in range(first, last):
-        if (
-            plane_of[m] < 0
-            and abs(nx * points[m, 0] + ny * points[m, 1] + nz * points[m, 2] - d) <= tolerance
-        ):
+    for c in range(n_candidates):
+        m = candidates[c]
+        if abs(nx * points[m, 0] + ny * points[m, 1] + nz * points[m, 2] - d) <= tolerance:
             out[count] = m
             count += 1
     return count
@@ -74,27 +73,33 @@ def extract_planes(
     plane_cell = np.empty(0, dtype=np.int64)
     found = 0
     pool = np.empty(POOL, dtype=np.int64)
+    pool_xyz = np.empty((3, POOL))
     members = np.empty(0, dtype=np.int64)
+    left_ids = np.empty(0, dtype=np.int64)
     for cell in range(cell_starts.shape[0] - 1):
         first, last = cell_starts[cell], cell_starts[cell + 1]
         if last - first < min_points:
             continue
         if members.shape[0] < last - first:
             members = np.empty(last - first, dtype=np.int64)
+            left_ids = np.empty(last - first, dtype=np.int64)
         state = _next_random(cell + 1)
-        left = last - first  # points of the cell on no plane yet
+        left = last - first  # the cell's points on no plane yet: left_ids[:left], in order
+        for c in range(left):
+            left_ids[c] = first + c
         for _ in range(MAX_PLANES_PER_CELL):
             pooled = 0
             stride = max(1, left // POOL)
-            seen = 0
-            for m in range(first, last):
-                if plane_of[m] < 0:
-                    if seen % stride == 0 and pooled < POOL:
-                        pool[pooled] = m
-                        pooled += 1
-                    seen += 1
+            for c in range(0, left, stride):
+                if pooled == POOL:
+                    break
+                pool[pooled] = left_ids[c]
+                pooled += 1
             if pooled < 3:
                 break
+            for p in range(pooled):  # contiguous, so that scoring a hypothesis vectorises
+                for a in range(3):
+                    pool_xyz[a, p] = points[pool[p], a]
             best, bx, by, bz, bd = 0, 0.0, 0.0, 0.0, 0.0
             for _ in range(HYPOTHESES):
                 state = _next_random(state)
@@ -121,21 +126,22 @@ def extract_planes(
                 d = nx * points[a, 0] + ny * points[a, 1] + nz * points[a, 2]
                 score = 0
                 for p in range(pooled):
-                    m = pool[p]
-                    score += abs(nx * points[m, 0] + ny * points[m, 1] + nz * points[m, 2] - d) <= tolerance
+                    score += (
+                        abs(nx * pool_xyz[0, p] + ny * pool_xyz[1, p] + nz * pool_xyz[2, p] - d) <= tolerance
+                    )
                 if score > best:
                     best, bx, by, bz, bd = score, nx, ny, nz, d
                 if best >= CLEAR_SHARE * pooled:  # one plane holds nearly the whole pool
                     break
             if best < 3:
                 break
-            count = _inliers(points, first, last, plane_of, bx, by, bz, bd, tolerance, members)
+            count = _inliers(points, left_ids, left, bx, by, bz, bd, tolerance, members)
             if count < min_points:
                 break
             nx, ny, nz, d, ratio = _plane_fit(points, members, count)
             if ratio > LINE_RATIO or (nx == 0.0 and ny == 0.0 and nz == 0.0):
                 break  # the inliers lie along a line (a pole, a wire): no plane to speak of
-            count = _inliers(points, first, last, plane_of, nx, ny, nz, d, tolerance, members)
+            count = _inliers(points, left_ids, left, nx, ny, nz, d, tolerance, members)
             if count < min_points:
                 break
             if found == planes.shape[0]:
@@ -150,7 +156,12 @@ def extract_planes(
             for c in range(count):
                 plane_of[members[c]] = found
             found += 1
-            left -= count
+            kept = 0
+            for c in range(left):
+                if plane_of[left_ids[c]] < 0:
+                    left_ids[kept] = left_ids[c]
+                    kept += 1
+            left = kept
     return plane_of, planes[:found].copy(), plane_cell[:found].copy()
 
 
@@ -195,61 +206,78 @@ def continuations(
 
 @nb.njit(cache=True, nogil=True)
 def patch_reach(
-    points: np.ndarray,
-    plane_of: np.ndarray,
-    plane_cell: np.ndarray,
-    aside: np.ndarray,
-    lo: np.ndarray,
-    side: float,
-    neighbours: int,
-    scale: float,
+    fine: tuple, plane_of: np.ndarray, plane_cell: np.ndarray, neighbours: int, scale: float
 ) -> np.ndarray:
     """The disc radius of each plane's cover: scale times the mean distance from a point to
     its `neighbours` nearest on the same plane (a surfel's radius, without the points of
     other surfaces nearby), at the REACH_RANK-th smallest of REACH_SAMPLES points spread
     through the plane: wide enough to close the plane where its points are sparser, not set
-    by the few at its edges, whose neighbours lie on one side. A cell's plane points are
-    aside[c, 0]:aside[c, 1], in the order of the fine grid (side `side` from lo), x index
-    first, so a point's neighbours are sought among those within one fine cell in x."""
+    by the few at its edges, whose neighbours lie on one side. `fine` is the fine grid the
+    points are ordered by (see surfels.fit_surfels; plane_cell indexes its coarse cells). A
+    point's neighbours are sought among those within one fine cell in x, and no distance
+    counts beyond two fine cells, so only the fine cells within REACH_WINDOW in y and z are
+    read."""
+    points, cell_keys, cell_starts, rows = fine[0], fine[1], fine[2], fine[3]
+    side, per_cell = fine[7], fine[8]
     n_planes = plane_cell.shape[0]
     reach = np.zeros(n_planes)
     near = np.empty(neighbours)
     found = np.empty(REACH_SAMPLES)
-    members = np.empty(0, dtype=np.int64)
-    column = np.empty(0, dtype=np.int64)
+    members = np.empty(0, dtype=np.int64)  # the cell's plane points, grouped by plane
+    keys = np.empty(0, dtype=np.int64)  # their fine cells' keys within the coarse cell
+    bounds = np.zeros(MAX_PLANES_PER_CELL + 1, dtype=np.int64)  # each plane's run in members
+    cursor = np.empty(MAX_PLANES_PER_CELL, dtype=np.int64)
+    cell_first = 0  # the cell's first plane
     for p in range(n_planes):
-        first, last = aside[plane_cell[p], 0], aside[plane_cell[p], 1]
-        if members.shape[0] < last - first:
-            members = np.empty(last - first, dtype=np.int64)
-            column = np.empty(last - first, dtype=np.int64)
-        count = 0
-        for m in range(first, last):
-            if plane_of[m] == p:
-                members[count] = m
-                column[count] = grid_coords(points, m, lo, side)[0]
-                count += 1
+        if p == 0 or plane_cell[p] != plane_cell[p - 1]:  # a new cell: one pass over its points
+            cell_first, first_cell, last_cell = p, rows[plane_cell[p], 0], rows[plane_cell[p], per_cell]
+            first, last = cell_starts[first_cell], cell_starts[last_cell]
+            if members.shape[0] < last - first:
+                members = np.empty(last - first, dtype=np.int64)
+                keys = np.empty(last - first, dtype=np.int64)
+            bounds[:] = 0
+            for m in range(first, last):
+                if plane_of[m] >= 0:
+                    bounds[plane_of[m] - cell_first + 1] += 1
+            for q in range(MAX_PLANES_PER_CELL):
+                bounds[q + 1] += bounds[q]
+            cursor[:] = bounds[:-1]
+            for f in range(first_cell, last_cell):
+                for m in range(cell_starts[f], cell_starts[f + 1]):
+                    if plane_of[m] >= 0:
+                        at = cursor[plane_of[m] - cell_first]
+                        members[at], keys[at] = m, cell_keys[f]
+                        cursor[plane_of[m] - cell_first] += 1
+        start = bounds[p - cell_first]
+        count = bounds[p - cell_first + 1] - start
         use = min(neighbours, count - 1)
         if use < 1:
             continue
+        mine = keys[start : start + count]  # sorted: the fine grid's order
         for s in range(REACH_SAMPLES):
-            n = members[(2 * s + 1) * count // (2 * REACH_SAMPLES)]
-            x = grid_coords(points, n, lo, side)[0]
+            sample = start + (2 * s + 1) * count // (2 * REACH_SAMPLES)
+            n, key = members[sample], keys[sample]
+            lx, ly, lz = key // (per_cell * per_cell), key // per_cell % per_cell, key % per_cell
             near[:] = np.inf
-            for c in range(
-                np.searchsorted(column[:count], x - 1), np.searchsorted(column[:count], x + 1, "right")
-            ):
-                m = members[c]
-                if m == n:
-                    continue
-                dx, dy, dz = (
-                    points[m, 0] - points[n, 0],
-                    points[m, 1] - points[n, 1],
-                    points[m, 2] - points[n, 2],
-                )
-                d = np.float64(dx * dx + dy * dy + dz * dz)
-                for slot in range(use):  # sink d into the sorted nearest
-                    if d < near[slot]:
-                        d, near[slot] = near[slot], d
+            at = 0  # the rows below are searched in increasing key order
+            for jx in range(max(lx - 1, 0), min(lx + 1, per_cell - 1) + 1):
+                for jy in range(max(ly - REACH_WINDOW, 0), min(ly + REACH_WINDOW, per_cell - 1) + 1):
+                    row = (jx * per_cell + jy) * per_cell
+                    low = search_from(mine, row + max(lz - REACH_WINDOW, 0), at, count, False)
+                    at = search_from(mine, row + min(lz + REACH_WINDOW, per_cell - 1), low, count, True)
+                    for c in range(start + low, start + at):
+                        m = members[c]
+                        if m == n:
+                            continue
+                        dx, dy, dz = (
+                            points[m, 0] - points[n, 0],
+                            points[m, 1] - points[n, 1],
+                            points[m, 2] - points[n, 2],
+                        )
+                        d = np.float64(dx * dx + dy * dy + dz * dz)
+                        for slot in range(use):  # sink d into the sorted nearest
+                            if d < near[slot]:
+                                d, near[slot] = near[slot], d
             total = 0.0
             for slot in range(use):
                 total += np.sqrt(min(near[slot], (2.0 * side) ** 2))  # none nearer within a cell: a cell away

@@ -22,6 +22,7 @@ BLOCK_POINTS = 64  # culling granularity below the coarse cell: enough points to
 UNFITTED = -1.0  # the radius of a disc not fitted yet
 PRETEST_PIXELS = 16  # see _fit_visible
 RECT_MARGIN = 1e-3  # pixels; a box's pixel bounds are widened by this against rounding
+RADIX_BITS, RADIX_MASK = 8, 255  # sort_within_cells: key digits of 8 bits, 256 buckets
 DENSE_CUBES = 1 << 24  # detail_levels marks a cell's occupied cubes in a byte array up to this many
 
 
@@ -50,16 +51,29 @@ def _grid_extent(points: np.ndarray, cell: float) -> tuple:
 
 
 @nb.njit(cache=True, nogil=True)
-def grid_keys(points: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Linear key ((ix * dims[1] + iy) * dims[2] + iz) of every point's cell in a grid of side
-    `cell` from the points' lowest corner `lo`; returns the keys, dims and lo. No temporaries."""
+def occupied_cells(points: np.ndarray, cell: float, dense_limit: int) -> int:
+    """Number of cells of side `cell` (a grid from the points' lowest corner) holding a point:
+    marked in a byte array when the grid has at most dense_limit cells, else counted among
+    the sorted keys ((ix * dims[1] + iy) * dims[2] + iz)."""
     lo, top = _grid_extent(points, cell)
     dims = np.array([top[0] + 1, top[1] + 1, top[2] + 1])
-    keys = np.empty(points.shape[0], dtype=np.int64)
+    dense = dims[0] * dims[1] * dims[2] <= dense_limit
+    seen = np.zeros(dims[0] * dims[1] * dims[2] if dense else 0, dtype=np.bool_)
+    keys = np.empty(0 if dense else points.shape[0], dtype=np.int64)
+    occupied = 0
     for n in range(points.shape[0]):
         ix, iy, iz = grid_coords(points, n, lo, cell)
-        keys[n] = (ix * dims[1] + iy) * dims[2] + iz
-    return keys, dims, lo
+        key = (ix * dims[1] + iy) * dims[2] + iz
+        if not dense:
+            keys[n] = key
+        elif not seen[key]:
+            seen[key] = True
+            occupied += 1
+    if not dense:
+        keys.sort()
+        for n in range(keys.shape[0]):
+            occupied += n == 0 or keys[n] != keys[n - 1]
+    return occupied
 
 
 @nb.njit(cache=True, nogil=True)
@@ -70,12 +84,20 @@ def nested_grid_keys(points: np.ndarray, side: float, per_cell: int) -> tuple:
     coarse keys, local keys, the coarse grid's dims and lo."""
     lo, top = _grid_extent(points, side)
     dims = np.array([top[0] // per_cell + 1, top[1] // per_cell + 1, top[2] // per_cell + 1])
+    # each fine coordinate's coarse and local parts, looked up: integer division is slow
+    parts = np.empty((3, 2, max(top[0], top[1], top[2]) + 1), dtype=np.int64)
+    for i in range(parts.shape[2]):
+        parts[:, 0, i], parts[:, 1, i] = i // per_cell, i % per_cell
+    parts[0, 0] *= dims[1] * dims[2]
+    parts[1, 0] *= dims[2]
+    parts[0, 1] *= per_cell * per_cell
+    parts[1, 1] *= per_cell
     coarse = np.empty(points.shape[0], dtype=np.int64)
     local = np.empty(points.shape[0], dtype=np.int32)
     for n in range(points.shape[0]):
         ix, iy, iz = grid_coords(points, n, lo, side)
-        coarse[n] = ((ix // per_cell) * dims[1] + iy // per_cell) * dims[2] + iz // per_cell
-        local[n] = ((ix % per_cell) * per_cell + iy % per_cell) * per_cell + iz % per_cell
+        coarse[n] = parts[0, 0, ix] + parts[1, 0, iy] + parts[2, 0, iz]
+        local[n] = parts[0, 1, ix] + parts[1, 1, iy] + parts[2, 1, iz]
     return coarse, local, dims, lo
 
 
@@ -89,38 +111,42 @@ def sort_within_cells(
     appended) and, for each coarse cell and each of its per_cell rows lx of fine cells, the
     first fine cell of that row or after it ((C, per_cell + 1): the last column is the next
     coarse cell's first). Sorting a few thousand points per coarse cell stays in cache,
-    unlike one sort of the whole window."""
-    n_points, bound, row = by_cell.shape[0], per_cell**3, per_cell**2
+    unlike one sort of the whole window; a radix sort, as the keys are dense and short."""
+    n_points, row = by_cell.shape[0], per_cell**2
+    passes = 1
+    while 1 << (RADIX_BITS * passes) < per_cell**3:
+        passes += 1
     order = np.empty(n_points, dtype=np.int64)
     keys = np.empty(n_points, dtype=np.int32)
     starts = np.empty(n_points + 1, dtype=np.int64)
     rows = np.empty((cell_starts.shape[0] - 1, per_cell + 1), dtype=np.int32)
-    counts = np.zeros(0, dtype=np.int64)
+    counts = np.empty((1 << RADIX_BITS) + 1, dtype=np.int64)
+    largest = np.max(np.diff(cell_starts)) if cell_starts.shape[0] > 1 else 0
+    work = np.empty((2, largest), dtype=np.int64)  # (points, their keys) of the pass being read
+    spare = np.empty((2, largest), dtype=np.int64)
     n_fine = 0
     for cell in range(cell_starts.shape[0] - 1):
         first, last = cell_starts[cell], cell_starts[cell + 1]
-        members = by_cell[first:last]
-        if bound <= 8 * (last - first):  # counting sort
-            if counts.shape[0] < bound + 1:
-                counts = np.zeros(bound + 1, dtype=np.int64)
-            for m in members:
-                counts[local[m] + 1] += 1
-            for key in range(bound):
-                counts[key + 1] += counts[key]
-            for m in members:
-                order[first + counts[local[m]]] = m
-                counts[local[m]] += 1
-            counts[: bound + 1] = 0
-        else:
-            member_keys = np.empty(last - first, dtype=np.int32)
-            for c in range(last - first):
-                member_keys[c] = local[members[c]]
-            ranked = np.argsort(member_keys, kind="mergesort")
-            for c in range(last - first):
-                order[first + c] = members[ranked[c]]
+        size = last - first
+        for c in range(size):
+            work[0, c] = by_cell[first + c]
+            work[1, c] = local[by_cell[first + c]]
+        for p in range(passes):  # stable LSD radix sort of the cell's points by local key
+            shift = RADIX_BITS * p
+            counts[:] = 0
+            for c in range(size):
+                counts[((work[1, c] >> shift) & RADIX_MASK) + 1] += 1
+            for digit in range(1 << RADIX_BITS):
+                counts[digit + 1] += counts[digit]
+            for c in range(size):
+                digit = (work[1, c] >> shift) & RADIX_MASK
+                spare[0, counts[digit]], spare[1, counts[digit]] = work[0, c], work[1, c]
+                counts[digit] += 1
+            work, spare = spare, work
+        order[first:last] = work[0, :size]
         lx = 0
         for at in range(first, last):
-            key = local[order[at]]
+            key = work[1, at - first]
             if at == first or key != keys[n_fine - 1]:
                 while lx <= key // row:
                     rows[cell, lx] = n_fine
@@ -147,35 +173,49 @@ def gather_points(points: np.ndarray, labels: np.ndarray, index: np.ndarray) -> 
 
 
 @nb.njit(cache=True, nogil=True)
-def stable_order_small_range(keys: np.ndarray, bound: int) -> np.ndarray:
-    """np.argsort(keys, kind="stable") for keys in 0..bound-1, by counting sort: linear time
-    for the few hundred thousand cells of a window's coarse grid."""
-    starts = np.zeros(bound + 1, dtype=np.int64)
-    for key in keys:
-        starts[key + 1] += 1
-    for k in range(bound):
-        starts[k + 1] += starts[k]
-    order = np.empty(keys.shape[0], dtype=np.int64)
-    for m in range(keys.shape[0]):
-        order[starts[keys[m]]] = m
-        starts[keys[m]] += 1
-    return order
-
-
-@nb.njit(cache=True, nogil=True)
-def count_distinct(keys: np.ndarray, bound: int) -> int:
-    """Number of distinct values among keys, all in 0..bound-1 (one byte of memory per value)."""
-    seen = np.zeros(bound, dtype=np.bool_)
-    distinct = 0
-    for key in keys:
-        if not seen[key]:
-            seen[key] = True
-            distinct += 1
-    return distinct
+def group_by_key(keys: np.ndarray, bound: int, counting_limit: int) -> tuple:
+    """The stable order that sorts keys (all in 0..bound-1), the distinct keys in that order
+    and where each one's run starts (one past the end appended). By counting sort when bound
+    is at most counting_limit and 4 * len(keys) (linear time for the few hundred thousand
+    cells of a window's coarse grid), else by merge sort."""
+    n_keys = keys.shape[0]
+    if bound <= min(counting_limit, 4 * n_keys):
+        counts = np.zeros(bound + 1, dtype=np.int64)
+        for key in keys:
+            counts[key + 1] += 1
+        n_distinct = 0
+        for key in range(bound):
+            n_distinct += counts[key + 1] > 0
+            counts[key + 1] += counts[key]
+        order = np.empty(n_keys, dtype=np.int64)
+        distinct = np.empty(n_distinct, dtype=np.int64)
+        starts = np.empty(n_distinct + 1, dtype=np.int64)
+        d = 0
+        for key in range(bound):
+            if counts[key + 1] > counts[key]:
+                distinct[d], starts[d] = key, counts[key]
+                d += 1
+        for m in range(n_keys):
+            order[counts[keys[m]]] = m
+            counts[keys[m]] += 1
+    else:
+        order = np.argsort(keys, kind="mergesort")
+        n_distinct = 0
+        for m in range(n_keys):
+            n_distinct += m == 0 or keys[order[m]] != keys[order[m - 1]]
+        distinct = np.empty(n_distinct, dtype=np.int64)
+        starts = np.empty(n_distinct + 1, dtype=np.int64)
+        d = 0
+        for m in range(n_keys):
+            if m == 0 or keys[order[m]] != keys[order[m - 1]]:
+                distinct[d], starts[d] = keys[order[m]], m
+                d += 1
+    starts[n_distinct] = n_keys
+    return order, distinct, starts
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _search_from(keys: np.ndarray, value: int, lo: int, hi: int, right: bool) -> int:
+def search_from(keys: np.ndarray, value: int, lo: int, hi: int, right: bool) -> int:
     """np.searchsorted(keys[lo:hi], value, side) + lo, galloping forward from lo before
     bisecting: the wanted cell is usually a few places on, where the previous search ended."""
     step, end = 1, lo
@@ -217,7 +257,7 @@ def _neighbour_runs(
                     if memo[0, slot] == last_key:
                         coarse = memo[1, slot]
                     else:
-                        coarse = _search_from(coarse_keys, last_key, 0, coarse_keys.shape[0], False)
+                        coarse = search_from(coarse_keys, last_key, 0, coarse_keys.shape[0], False)
                         if coarse == coarse_keys.shape[0] or coarse_keys[coarse] != last_key:
                             coarse = -1
                         memo[0, slot], memo[1, slot] = last_key, coarse
@@ -228,13 +268,13 @@ def _neighbour_runs(
                 bottom = cz * per_cell
                 lowest = local + max(z0, bottom) - bottom
                 highest = local + min(z1, bottom + per_cell - 1) - bottom
-                start = _search_from(cell_keys, lowest, at, last, False)
-                at = _search_from(cell_keys, highest, start, last, True)
+                start = search_from(cell_keys, lowest, at, last, False)
+                at = search_from(cell_keys, highest, start, last, True)
                 if at > start:
                     run_lo[runs], run_hi[runs] = cell_starts[start], cell_starts[at]
                     runs += 1
                 if jx == ix and jy == iy and cz == iz // per_cell:
-                    own = _search_from(cell_keys, local + iz - bottom, start, at, False)
+                    own = search_from(cell_keys, local + iz - bottom, start, at, False)
     return runs, own
 
 
@@ -327,37 +367,42 @@ def fit_surfels(
 @nb.njit(cache=True, nogil=True)
 def detail_levels(
     points: np.ndarray, cell_starts: np.ndarray, sizes: np.ndarray, aside: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Order each coarse cell's points coarsest level first; returns the permutation and, per
-    cell, where each level's prefix ends ((C, L) int64, column 0: where level 0 ends).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The points each coarse cell draws as discs (those not `aside`: drawn by a planar
+    patch), coarsest level first. Returns their indices in that order, where each cell's
+    start (one past the end appended), and per cell where each level's prefix ends ((C, L)
+    int64, column 0: the cell's end).
 
-    Level l >= 1 keeps one point per cube of side sizes[l] in the cell,
-    chosen among level l - 1's, so the levels nest and level l is a prefix of the cell's
-    reordered points. Far cells are drawn from a coarse prefix (splat_surfels): a pixel there
-    covers many points, and drawing them all costs time without changing the depth. Points
-    marked `aside` (drawn by a planar patch) come after level 0 and in no level, so that no
-    cube of a level is stood for by a point its discs do not draw."""
+    Level l >= 1 keeps one point per cube of side sizes[l] in the cell (cubes from the lowest
+    corner of all its points), chosen among level l - 1's, so the levels nest and level l is
+    a prefix of the cell's reordered points. Far cells are drawn from a coarse prefix
+    (splat_surfels): a pixel there covers many points, and drawing them all costs time
+    without changing the depth. Points set aside are in no level, so that no cube of a level
+    is stood for by a point its discs do not draw."""
     n_cells = cell_starts.shape[0] - 1
     n_levels = sizes.shape[0]
-    order = np.empty(points.shape[0], dtype=np.int64)
+    drawn_starts = np.zeros(n_cells + 1, dtype=np.int64)
+    for cell in range(n_cells):
+        drawn_starts[cell + 1] = drawn_starts[cell]
+        for n in range(cell_starts[cell], cell_starts[cell + 1]):
+            drawn_starts[cell + 1] += not aside[n]
+    order = np.empty(drawn_starts[n_cells], dtype=np.int64)
     ends = np.empty((n_cells, n_levels), dtype=np.int64)
     seen = np.zeros(0, dtype=np.bool_)
     for cell in range(n_cells):
         first, last = cell_starts[cell], cell_starts[cell + 1]
-        level = np.zeros(last - first, dtype=np.int64)
         lo, extent = np.empty(3), 0.0
         for a in range(3):
             lo[a] = np.min(points[first:last, a])
             extent = max(extent, np.max(points[first:last, a]) - lo[a])
-        n_aside = 0
-        for n in range(first, last):
-            n_aside += aside[n]
-        candidates = np.empty(last - first - n_aside, dtype=np.int64)
+        candidates = np.empty(drawn_starts[cell + 1] - drawn_starts[cell], dtype=np.int64)
         c = 0
         for n in range(first, last):
             if not aside[n]:
                 candidates[c] = n
                 c += 1
+        drawn = candidates.copy()
+        level = np.zeros(last - first, dtype=np.int64)
         for lvl in range(1, n_levels):
             if candidates.shape[0] == 0:
                 break
@@ -392,23 +437,20 @@ def detail_levels(
             candidates = np.sort(kept[:n_kept])
             for c in range(n_kept):
                 level[candidates[c] - first] = lvl
-        # counting sort by level, coarsest first, the points set aside last
-        counts = np.zeros(n_levels + 1, dtype=np.int64)
-        for n in range(last - first):
-            if aside[first + n]:
-                level[n] = n_levels
-            counts[level[n]] += 1
-        slot = np.empty(n_levels + 1, dtype=np.int64)
-        at = first
+        # counting sort by level, coarsest first
+        counts = np.zeros(n_levels, dtype=np.int64)
+        for n in drawn:
+            counts[level[n - first]] += 1
+        slot = np.empty(n_levels, dtype=np.int64)
+        at = drawn_starts[cell]
         for lvl in range(n_levels - 1, -1, -1):
             slot[lvl] = at
             at += counts[lvl]
             ends[cell, lvl] = at
-        slot[n_levels] = at
-        for n in range(last - first):
-            order[slot[level[n]]] = first + n
-            slot[level[n]] += 1
-    return order, ends
+        for n in drawn:
+            order[slot[level[n - first]]] = n
+            slot[level[n - first]] += 1
+    return order, drawn_starts, ends
 
 
 @nb.njit(cache=True, nogil=True)
@@ -618,6 +660,7 @@ def _draw_discs(
     points: np.ndarray,
     normals: np.ndarray,
     radii: np.ndarray,
+    ids: np.ndarray,
     R: np.ndarray,
     t: np.ndarray,
     K: np.ndarray,
@@ -630,8 +673,9 @@ def _draw_discs(
     max_footprint: float,
 ) -> None:
     """Draw the fitted discs among first..last-1 into the z-buffer: each pixel whose centre
-    ray meets a disc nearer than what the pixel holds takes that depth. A disc that can win
-    no pixel (_footprint) is dropped before its normal is read."""
+    ray meets a disc nearer than what the pixel holds takes that depth, and its winner
+    winner_offset + the disc's id. A disc that can win no pixel (_footprint) is dropped
+    before its normal is read."""
     fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
     for n in range(first, last):
         if radii[n] <= 0.0:  # isolated, or not fitted (no frame has shown it yet)
@@ -665,7 +709,7 @@ def _draw_discs(
                 current = depth[i, j]
                 if current == 0.0 or zt < current:
                     depth[i, j] = zt
-                    winner[i, j] = winner_offset + n
+                    winner[i, j] = winner_offset + ids[n]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -673,7 +717,7 @@ def splat_surfels(
     points: np.ndarray,
     normals: np.ndarray,
     radii: np.ndarray,
-    fine_index: np.ndarray,
+    ids: np.ndarray,
     fine: tuple,
     fit: tuple,
     cells: tuple,
@@ -691,30 +735,33 @@ def splat_surfels(
     lod_pixels: float,
 ) -> None:
     """Render the window's planar patches and discs into `depth` (z-buffer, 0 = empty) in
-    place; `winner` gets winner_offset + the index of the point that gave each pixel its depth.
+    place; `winner` gets winner_offset + the id of the point that gave each pixel its depth:
+    its index in the fine grid's points (fine[0], see fit_surfels).
 
-    `cells` = (cell_starts, level_ends, level_sizes, cell_lo, cell_hi): points are grouped by
-    the cells of a coarse grid (cell c holds points cell_starts[c]:cell_starts[c+1], inside
-    the box cell_lo[c]..cell_hi[c] grown by its largest disc radius); a cell entirely outside
-    the camera's frustum or depth range is never touched, and cells are drawn nearest first
-    so that one whose whole image rectangle is already covered by nearer depth (a building's
-    back, the row behind a facade, ground under objects) is skipped unread. A cell is drawn
-    from its coarsest level (detail_levels) whose cube side is at most lod_pixels pixels at
-    the cell's nearest depth, each disc then at least as wide as that side, so the level's
-    one point per cube closes the surface. A cell's planar patches (`patches`, cell c's are
-    patches[0][c]:patches[0][c+1], see planar_patches.draw_patches) are drawn before its
-    discs; their points lie after level 0 and in no level, so they are never drawn as discs.
+    `points`, `normals`, `radii` and `ids` are the discs, the window's points on no planar
+    patch, in drawing order. `cells` = (cell_starts, level_ends, level_sizes, cell_lo,
+    cell_hi): the window is cut into the cells of a coarse grid; cell c's discs are
+    cell_starts[c]:cell_starts[c+1], and all its points and covers lie inside the box
+    cell_lo[c]..cell_hi[c] grown by its largest disc radius. A cell entirely outside the
+    camera's frustum or depth range is never touched, and cells are drawn nearest first so
+    that one whose whole image rectangle is already covered by nearer depth (a building's
+    back, the row behind a facade, ground under objects) is skipped unread. A cell's planar
+    patches (`patches`, cell c's are patches[0][c]:patches[0][c+1], see
+    planar_patches.draw_patches) are drawn before its discs. Its discs are drawn from its
+    coarsest level (detail_levels) whose cube side is at most lod_pixels pixels at the cell's
+    nearest depth, each disc then at least as wide as that side, so the level's one point per
+    cube closes the surface.
 
     `blocks` = (block_first, block_lo, block_hi, block_rmax, block_unfitted, radius_bound):
-    each cell's points in runs of at most BLOCK_POINTS (cell c's are blocks
+    each cell's discs in runs of at most BLOCK_POINTS (cell c's are blocks
     block_first[c]:block_first[c+1]), each with its points' bounding box, its largest fitted
     disc radius and how many of its discs are not fitted yet; no disc radius exceeds
     radius_bound. A block is culled like a cell (its box grown by its largest disc, or by
-    radius_bound while some are not fitted). Discs are fitted (fit_surfels, arguments
-    fine_index, fine, fit; radii UNFITTED until then) the first time a frame may show them,
-    judged with radius_bound, so hidden ones are never fitted. A disc seen more edge-on than
-    min_cos (cosine between ray and normal) is skipped. Culling only drops what could not
-    change a pixel: the depth and winner are those of drawing every disc.
+    radius_bound while some are not fitted). Discs are fitted (fit_surfels, arguments ids,
+    fine, fit; radii UNFITTED until then) the first time a frame may show them, judged with
+    radius_bound, so hidden ones are never fitted. A disc seen more edge-on than min_cos
+    (cosine between ray and normal) is skipped. Culling only drops what could not change a
+    pixel: the depth and winner are those of drawing every disc.
     """
     cell_starts, level_ends, level_sizes, cell_lo, cell_hi = cells
     patch_first = patches[0]
@@ -724,26 +771,31 @@ def splat_surfels(
     shape = depth.shape
     corner = np.empty(3)
     n_cells = cell_starts.shape[0] - 1
-    near = np.full(n_cells, np.inf)  # nearest corner depth of each cell in view (inf: culled)
-    rect = np.full((n_cells, 4), -1, dtype=np.int64)  # pixel bounds (i0, i1, j0, j1); -1: unbounded
+    # the cells in view, their nearest corner depths and pixel bounds (i0, i1, j0, j1; -1: unbounded)
+    in_view = np.empty(n_cells, dtype=np.int64)
+    near = np.empty(n_cells)
+    rect = np.empty((n_cells, 4), dtype=np.int64)
     planes = _frustum_planes(K, shape)
+    seen = 0
     for cell in range(n_cells):
         if _sphere_in_view(cell_lo[cell], cell_hi[cell], R, t, planes, min_depth, max_depth):
-            near[cell] = _box_in_view(
-                cell_lo[cell], cell_hi[cell], 0.0, R, t, K, shape, min_depth, max_depth, corner, rect[cell]
+            near[seen] = _box_in_view(
+                cell_lo[cell], cell_hi[cell], 0.0, R, t, K, shape, min_depth, max_depth, corner, rect[seen]
             )
+            if near[seen] < np.inf:
+                in_view[seen] = cell
+                seen += 1
     block_rect = np.empty(4, dtype=np.int64)
     targets = np.empty(BLOCK_POINTS, dtype=np.int64)
     # nearest cells first, so nearer surfaces are drawn before the cells they may hide entirely
     pixel = max(K[0, 0], K[1, 1])
-    for cell in np.argsort(near):
-        if near[cell] == np.inf:
-            break
-        i0, i1, j0, j1 = rect[cell, 0], rect[cell, 1], rect[cell, 2], rect[cell, 3]
-        if i0 >= 0 and covered(depth, i0, i1, j0, j1, near[cell]):
+    for at in np.argsort(near[:seen]):
+        cell = in_view[at]
+        i0, i1, j0, j1 = rect[at, 0], rect[at, 1], rect[at, 2], rect[at, 3]
+        if i0 >= 0 and covered(depth, i0, i1, j0, j1, near[at]):
             continue
         level = 0
-        while level + 1 < level_sizes.shape[0] and level_sizes[level + 1] * pixel <= lod_pixels * near[cell]:
+        while level + 1 < level_sizes.shape[0] and level_sizes[level + 1] * pixel <= lod_pixels * near[at]:
             level += 1
         draw_patches(
             patch_first[cell], patch_first[cell + 1], patches, R, t, K, depth, winner, winner_offset,
@@ -765,12 +817,13 @@ def splat_surfels(
                 continue
             if block_unfitted[block]:
                 count, largest = _fit_visible(
-                    b0, b1, max(radius_bound, level_sizes[level]), targets, fine_index, fine, fit, points,
+                    b0, b1, max(radius_bound, level_sizes[level]), targets, ids, fine, fit, points,
                     normals, radii, R, t, K, depth, min_depth, max_depth, max_footprint,
                 )  # fmt: skip
                 block_unfitted[block] -= count
                 block_rmax[block] = max(np.float64(block_rmax[block]), largest)
             _draw_discs(
-                b0, b1, level_sizes[level], points, normals, radii, R, t, K, depth, winner, winner_offset,
+                b0, b1, level_sizes[level], points, normals, radii, ids, R, t, K, depth, winner,
+                winner_offset,
                 min_depth, max_depth, min_cos, max_footprint,
             )  # fmt: skip

@@ -15,12 +15,14 @@ from .cell_planes import continuations, extract_planes, patch_reach
 from .kernels import NO_LABELS, depth_to_world, register_sweep, remove_occluded, zbuffer_points
 from .planar_patches import build_patches
 from .sources import kitti360  # noqa: F401  (the source `kitti360-prep build` runs in workers)
+from .sources.kitti360.static_depth import CloudDepth, drop_disagreeing, merge_depth
 from .sources.kitti360.static_ply import static_vertex_dtype, unpack_finite_rows
 from .surfels import (
-    count_distinct,
     detail_levels,
     gather_points,
+    group_by_key,
     nested_grid_keys,
+    occupied_cells,
     sort_within_cells,
     splat_surfels,
 )
@@ -40,9 +42,10 @@ def _run_kernels_once() -> None:
     unpack_finite_rows(vertices["x"], vertices["y"], vertices["z"], vertices["semantic"])
     cloud, one = np.ones((1, 3), np.float32), np.zeros(1, np.int64)
     box, starts, sizes = np.zeros((1, 3)), np.array([0, 1]), np.array([0.0, 1.0])
-    _, ends = detail_levels(cloud, starts, sizes, np.zeros(1, np.bool_))
+    _, _, ends = detail_levels(cloud, starts, sizes, np.zeros(1, np.bool_))
     gather_points(cloud, np.zeros(1, np.uint8), one)
-    count_distinct(one, 1)
+    occupied_cells(cloud, 1.0, 1)
+    group_by_key(one, 1, 1)
     coarse, local, dims, lo = nested_grid_keys(cloud, 1.0, 1)
     _, fine_keys, fine_starts, rows = sort_within_cells(local, one, starts, 1)
     fine = (cloud, fine_keys, fine_starts, rows, coarse, dims, lo, 1.0, 1)
@@ -53,11 +56,14 @@ def _run_kernels_once() -> None:
     grids = build_patches(cloud, plane_of, planes, np.zeros(0), box, box, np.zeros((0, 6), np.bool_), 0.5)
     patches = (np.zeros(2, np.int64), *grids)
     continuations(planes, np.zeros(0, np.int64), one, np.ones(3, np.int64), 0.01)
-    patch_reach(cloud, np.zeros(1, np.int32), one, np.zeros((1, 2), np.int64), lo, 1.0, 4, 0.9)
+    patch_reach(fine, np.zeros(1, np.int32), one, 4, 0.9)
     splat_surfels(
         cloud, cloud.copy(), np.full(1, -1.0, np.float32), one, fine, fit, cells, blocks, patches, pose, K,
         depth, np.zeros((2, 2), np.int64), 0, 0.1, 10.0, 0.02, 8.0, 1.0,
     )  # fmt: skip
+    group = np.arange(256, dtype=np.int32)
+    drop_disagreeing(depth, np.zeros((2, 2), np.int64), labels, 0, np.zeros(1, np.uint8), group, lut)
+    merge_depth(depth, CloudDepth(depth, np.zeros((2, 2), np.int64)), 0.05)
 
 
 _run_kernels_once()

@@ -115,10 +115,12 @@ def _vertices(n=10):
 def test_reader_round_trip_and_nonfinite_points(tmp_path):
     v = _vertices()
     v["x"][3], v["z"][7] = np.nan, np.inf
+    v["semantic"][0], v["semantic"][1] = -1, 300  # clipped to uint8, as the 2D labels are
     cloud = read_static_ply(_write(tmp_path / "0000000001_0000000050.ply", v))
     assert cloud.nonfinite_dropped == 2 and len(cloud.points) == 8
     np.testing.assert_array_equal(cloud.points[:, 0], [0, 1, 2, 4, 5, 6, 8, 9])
-    assert (cloud.semantic == 11).all()
+    assert cloud.semantic.dtype == np.uint8
+    np.testing.assert_array_equal(cloud.semantic, [0, 255, 11, 11, 11, 11, 11, 11])
 
 
 @pytest.mark.parametrize(
@@ -271,9 +273,9 @@ def test_stats_show_building_coverage_per_source(builds, synthetic, tmp_path):
 
 @pytest.mark.parametrize("aside_share", [0.0, 0.6])
 def test_detail_levels_nest_and_keep_one_point_per_cube(aside_share):
-    """Each level is a prefix of its cell, holds one point per cube of its side (every occupied
-    cube represented) and lies inside the next finer level; points set aside (on a planar
-    patch) come last in their cell, in no level."""
+    """Each level is a prefix of its cell's drawn points, holds one point per cube of its side
+    (every occupied cube represented) and lies inside the next finer level; points set aside
+    (on a planar patch) are in no level."""
     from preprocess.sources.kitti360.static_depth import detail_sizes
     from preprocess.surfels import detail_levels
 
@@ -283,20 +285,80 @@ def test_detail_levels_nest_and_keep_one_point_per_cube(aside_share):
     aside = rng.uniform(size=4000) < aside_share
     starts = np.array([0, 1500, 4000])
     sizes = detail_sizes(0.03, 0.5)
-    order, ends = detail_levels(points, starts, sizes, aside)
-    assert np.array_equal(np.sort(order), np.arange(4000)) and len(sizes) == 5
+    order, drawn_starts, ends = detail_levels(points, starts, sizes, aside)
+    assert np.array_equal(np.sort(order), np.flatnonzero(~aside)) and len(sizes) == 5
     for cell in range(2):
-        members = order[starts[cell] : starts[cell + 1]]
-        drawn = members[~aside[members]]
-        assert ends[cell, 0] == starts[cell] + len(drawn)
-        assert np.array_equal(members[: len(drawn)], drawn)  # those set aside come last
+        members = np.arange(starts[cell], starts[cell + 1])
+        drawn = order[drawn_starts[cell] : drawn_starts[cell + 1]]
+        assert ends[cell, 0] == drawn_starts[cell + 1]
+        assert np.array_equal(np.sort(drawn), members[~aside[members]])
         lo = points[members].min(axis=0)  # cubes from the lowest corner of all the cell's points
         previous = set(drawn)
         for level in range(1, len(sizes)):
-            kept = order[starts[cell] : ends[cell, level]]
+            kept = order[drawn_starts[cell] : ends[cell, level]]
             cubes = np.floor((points[kept] - lo) / sizes[level]).astype(int)
             assert len({tuple(c) for c in cubes}) == len(kept)  # one per cube
             occupied = {tuple(c) for c in np.floor((points[drawn] - lo) / sizes[level]).astype(int)}
             assert len(occupied) == len(kept)  # every cube with a drawn point represented
             assert set(kept) <= previous
             previous = set(kept)
+
+
+class _WindowLabels:
+    """What check_labels reads of a prepared window: its points' labels, by id."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def test_label_check_and_merge_follow_their_rules():
+    """check_labels and merge_depth (one-pass kernels) against the rules written in NumPy:
+    a pixel whose winner's 3D label is not in the 2D label's group, or whose 2D label may
+    move, loses its cloud depth; the merge keeps agreeing or lone depths, drops disagreeing
+    ones, and counts the distinct cloud points it used."""
+    from preprocess.kernels import label_lut
+    from preprocess.sources.kitti360.static_depth import (
+        CloudDepth,
+        StaticSettings,
+        check_labels,
+        label_agreement,
+        merge_depth,
+    )
+
+    rng = np.random.default_rng(3)
+    shape, settings, dynamic = (40, 60), StaticSettings(), label_lut((26,))
+    windows = [_WindowLabels(rng.choice([6, 7, 11, 26], 2_000_000).astype(np.uint8)) for _ in range(2)]
+    depth = np.where(rng.uniform(size=shape) < 0.8, rng.uniform(2, 40, shape), 0).astype(np.float32)
+    winner = np.repeat(
+        rng.integers(0, 4_000_000, (shape[0], shape[1] // 3)), 3, axis=1
+    )  # runs, as on a surface
+    winner[depth == 0] = -1
+    semantic = rng.choice([6, 8, 11, 26], shape).astype(np.uint8)
+    factor = rng.choice([1.0, 1.01, 1.2, 0.5], shape)
+    lidar = np.where(rng.uniform(size=shape) < 0.5, depth * factor, rng.uniform(0, 40, shape)).astype(
+        np.float32
+    )
+    lidar[rng.uniform(size=shape) < 0.3] = 0.0
+
+    cloud = CloudDepth(depth.copy(), winner.copy())
+    check_labels(cloud, windows, semantic, settings, dynamic)
+    merged, used = merge_depth(lidar, cloud, settings.merge_rel_tol)
+
+    group, labels = label_agreement(settings), np.concatenate([w.labels for w in windows])
+    has = winner >= 0
+    bad = np.zeros(shape, bool)
+    bad[has] = (group[labels[winner[has]]] != group[semantic[has]]) | dynamic[semantic[has]]
+    kept = np.where(bad, 0.0, depth).astype(np.float32)
+    np.testing.assert_array_equal(cloud.depth, kept)
+    np.testing.assert_array_equal(cloud.winner, np.where(bad, -1, winner))
+    assert 0 < bad.sum() < has.sum()
+    both = (lidar > 0) & (kept > 0)
+    disagree = both & (np.abs(kept - lidar) > np.float32(settings.merge_rel_tol) * np.minimum(kept, lidar))
+    use_cloud = (kept > 0) & ~disagree
+    expected = np.where(use_cloud, kept, lidar).astype(np.float32)
+    expected[disagree] = 0.0
+    np.testing.assert_array_equal(merged, expected)
+    assert used == len(np.unique(winner[use_cloud])) and 0 < disagree.sum() < both.sum()

@@ -16,7 +16,7 @@ from preprocess.sources.kitti360.static_depth import (
     render_clouds,
 )
 from preprocess.sources.kitti360.static_ply import Window, static_vertex_dtype, write_static_ply
-from preprocess.surfels import UNFITTED, count_distinct, fit_surfels
+from preprocess.surfels import UNFITTED, fit_surfels, group_by_key, occupied_cells
 
 from .support.surfel_scene import SHAPE, K, scene_window, views
 
@@ -37,7 +37,7 @@ def _every_disc(prepared, cam_from_world, min_depth, max_depth):
     depth = np.full(SHAPE, np.inf)
     for n in np.flatnonzero(prepared.radii > 0):
         r = float(prepared.radii[n])
-        x, y, z = R @ prepared.points[n].astype(np.float64) + t
+        x, y, z = R @ prepared.disc_points[n].astype(np.float64) + t
         if z - r <= min_depth or z - r > max_depth:
             continue
         normal = prepared.normals[n].astype(np.float64)
@@ -60,10 +60,10 @@ def _every_disc(prepared, cam_from_world, min_depth, max_depth):
 
 
 def _fit_all(prepared):
-    everything = np.arange(len(prepared))
+    everything = np.arange(len(prepared.disc_ids))
     fit_surfels(
         everything,
-        prepared.fine_index,
+        prepared.disc_ids,
         prepared.fine,
         fit_settings(SETTINGS),
         prepared.normals,
@@ -86,7 +86,7 @@ def test_culling_and_lazy_fitting_change_no_pixel(window):
     assert drawn > 0
     # the front wall hides part of the back wall: some discs were never fitted
     fitted = lazy.radii != UNFITTED
-    assert 0 < fitted.sum() < len(lazy)
+    assert 0 < fitted.sum() < len(lazy.radii)
     np.testing.assert_array_equal(lazy.radii[fitted], reference.radii[fitted])
 
 
@@ -122,8 +122,9 @@ def test_fit_finds_the_true_nearest_neighbours(window, grid_cell):
     assert np.isclose(side * per_cell, grid_cell)
     assert (per_cell <= 2) == (grid_cell < 1.0)
     _fit_all(prepared)
+    assert len(prepared.disc_points) == len(prepared)  # no patches: every point is a disc
     queries = np.arange(0, len(prepared), 5)
-    expected, kth = _brute_force_radii(prepared.points.astype(np.float64), queries, settings)
+    expected, kth = _brute_force_radii(prepared.disc_points.astype(np.float64), queries, settings)
     planar = np.linalg.norm(prepared.normals[queries], axis=1) > 0
     complete = (kth < side) & planar  # an edge point's disc is shrunk on purpose
     assert complete.mean() > 0.8
@@ -144,6 +145,20 @@ def test_window_without_finite_points_renders_nothing(tmp_path, count, coordinat
     assert not cloud.depth.any() and (cloud.winner == -1).all()
 
 
-def test_count_distinct_matches_numpy():
-    keys = np.random.default_rng(0).integers(0, 1000, 5000)
-    assert count_distinct(keys, 1000) == len(np.unique(keys))
+@pytest.mark.parametrize("dense_limit", [1 << 20, 1])
+def test_occupied_cells_match_numpy(dense_limit):
+    """Counted in a byte array or among sorted keys, the occupied cells are NumPy's."""
+    points = np.random.default_rng(0).uniform(-3.0, 7.0, (5000, 3)).astype(np.float32)
+    cells = np.floor((points.astype(np.float64) - points.min(axis=0)) / 0.5).astype(np.int64)
+    assert occupied_cells(points, 0.5, dense_limit) == len(np.unique(cells, axis=0))
+
+
+@pytest.mark.parametrize("counting_limit", [1 << 20, 1])
+def test_group_by_key_matches_numpy(counting_limit):
+    """By counting sort or merge sort: NumPy's stable order, distinct keys and run starts."""
+    keys = np.random.default_rng(1).integers(0, 1000, 5000)
+    order, distinct, starts = group_by_key(keys, 1000, counting_limit)
+    np.testing.assert_array_equal(order, np.argsort(keys, kind="stable"))
+    expected = np.unique(keys)
+    np.testing.assert_array_equal(distinct, expected)
+    np.testing.assert_array_equal(starts, np.r_[np.searchsorted(keys[order], expected), len(keys)])

@@ -18,6 +18,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
+import numba as nb
 import numpy as np
 
 from ...cell_planes import continuations, extract_planes, patch_reach
@@ -25,14 +26,13 @@ from ...planar_patches import build_patches
 from ...surfels import (
     BLOCK_POINTS,
     UNFITTED,
-    count_distinct,
     detail_levels,
     gather_points,
-    grid_keys,
+    group_by_key,
     nested_grid_keys,
+    occupied_cells,
     sort_within_cells,
     splat_surfels,
-    stable_order_small_range,
 )
 from .static_ply import Window, read_static_ply
 
@@ -71,42 +71,32 @@ class StaticSettings:
 
 @dataclass
 class SurfelWindow:
-    """A window's points grouped by coarse grid cell, and their surfels as far as fitted (in
-    place, by render_clouds: a worker renders on one thread, so the cache needs no lock)."""
+    """A window's points in the fine grid's order, their planar patches, and the points on no
+    patch as surfels (discs), fitted as far as frames have needed them (in place, by
+    render_clouds: a worker renders on one thread, so the cache needs no lock). A point's
+    index in `points` is its id: the winner of the pixels it gives depth."""
 
     name: str
-    points: np.ndarray  # (N, 3) float32 world, in drawing order (coarse cell, level, patch points last)
-    normals: np.ndarray  # (N, 3) float32 (zero: no plane); valid where fitted
-    radii: np.ndarray  # (N,) float32 metres (0: isolated or on a patch, never drawn; UNFITTED until fitted)
+    points: np.ndarray  # (N, 3) float32 world, by coarse cell, then fine cell within it
     labels: np.ndarray  # (N,) uint8 KITTI-360 label ids
-    fine_index: np.ndarray  # (N,) int64: each point's place in the fine grid's order
-    fine: tuple  # the fine grid, nested in the coarse cells: see fit_surfels
-    cells: tuple  # (cell_starts, level_ends, level_sizes, cell_lo, cell_hi), see splat_surfels
-    blocks: tuple  # (block_first, block_lo, block_hi, block_rmax, block_unfitted, radius_bound)
+    fine: tuple  # the fine grid over `points`: see fit_surfels
     patches: tuple  # each cell's planar patches: see planar_patches.draw_patches
+    disc_points: np.ndarray  # (D, 3) float32: the points on no patch, in drawing order (cell, level)
+    disc_ids: np.ndarray  # (D,) int64: their ids (indices into points)
+    normals: np.ndarray  # (D, 3) float32 (zero: no plane); valid where fitted
+    radii: np.ndarray  # (D,) float32 metres (0: isolated, never drawn; UNFITTED until fitted)
+    cells: tuple  # (disc_starts, level_ends, level_sizes, cell_lo, cell_hi), see splat_surfels
+    blocks: tuple  # (block_first, block_lo, block_hi, block_rmax, block_unfitted, radius_bound)
     nonfinite_dropped: int
 
     def __len__(self) -> int:
         return len(self.points)
 
 
-def _grouped(keys: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sort order, unique sorted keys (all in 0..bound-1) and their start offsets (one past
-    the end appended)."""
-    small = bound <= min(COUNTING_SORT_KEYS, 4 * len(keys))
-    order = stable_order_small_range(keys, bound) if small else np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    return order, sorted_keys[starts], np.r_[starts, len(keys)].astype(np.int64)
-
-
 def _spacing_estimate(points: np.ndarray) -> float:
     """Typical point spacing: points per occupied 1 m voxel are about points per square metre
     of surface, whose inverse square root is the spacing."""
-    keys, dims, _ = grid_keys(points, 1.0)
-    cells = int(np.prod(dims))
-    occupied = count_distinct(keys, cells) if cells <= DENSE_COUNT_CELLS else len(np.unique(keys))
-    per_voxel = len(points) / max(1, occupied)
+    per_voxel = len(points) / max(1, occupied_cells(points, 1.0, DENSE_COUNT_CELLS))
     return float(1.0 / np.sqrt(max(per_voxel, 1.0)))
 
 
@@ -120,10 +110,10 @@ def detail_sizes(spacing: float, max_radius: float) -> np.ndarray:
 
 
 def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
-    """Read a window and sort its points into the fine and coarse grids; no surfel is fitted
-    yet."""
+    """Read a window, sort its points into the coarse and fine grids, find each cell's planar
+    patches and order the other points for drawing as discs; no disc is fitted yet."""
     cloud = read_static_ply(window.path)
-    points, labels = cloud.points, np.clip(cloud.semantic, 0, 255).astype(np.uint8)
+    points, labels = cloud.points, cloud.semantic
     nonfinite = cloud.nonfinite_dropped
     del cloud  # its rows go once sorted (del points below)
     if len(points) == 0:
@@ -136,8 +126,8 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
         no_planes = (np.zeros(0, np.int32), np.zeros((0, 4)), np.zeros(0), box, box, np.zeros((0, 6), bool))
         patches = (starts, *build_patches(points, *no_planes, settings.edge_radius_scale))
         return SurfelWindow(
-            window.path.name, points, points.copy(), np.zeros(0, np.float32), labels, none, fine, cells,
-            blocks, patches, nonfinite,
+            window.path.name, points, labels, fine, patches, points, none, points.copy(),
+            np.zeros(0, np.float32), cells, blocks, nonfinite,
         )  # fmt: skip
     # neighbour search in cells about two spacings wide (about four points each on a surface:
     # the k nearest of a point lie within the 3x3x3 cells around it), nested in the coarse
@@ -148,29 +138,29 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     # the k nearest lie within two cells along each axis, so no disc radius exceeds this
     radius_bound = min(settings.max_radius, 1.01 * settings.radius_scale * 2.0 * np.sqrt(3.0) * side)
     coarse, local, coarse_dims, lo = nested_grid_keys(points, side, per_cell)
-    by_cell, coarse_keys, cell_starts = _grouped(coarse, int(np.prod(coarse_dims)))
+    by_cell, coarse_keys, cell_starts = group_by_key(coarse, int(np.prod(coarse_dims)), COUNTING_SORT_KEYS)
     del coarse
     order, fine_keys, fine_starts, rows = sort_within_cells(local, by_cell, cell_starts, per_cell)
     del local, by_cell
-    fine_points, labels = gather_points(points, labels, order)
-    del points, order
-    plane_of, planes, plane_cell = find_planes(fine_points, cell_starts, settings)
+    points, labels = gather_points(points, labels, order)
+    del order
+    fine = (points, fine_keys, fine_starts, rows, coarse_keys, coarse_dims, lo, side, per_cell)
+    plane_of, planes, plane_cell = find_planes(points, cell_starts, settings)
+    patches = planar_patches(fine, plane_of, planes, plane_cell, settings)
     sizes = detail_sizes(spacing, settings.max_radius)
-    fine_index, level_ends = detail_levels(fine_points, cell_starts, sizes, plane_of >= 0)
-    points, labels = gather_points(fine_points, labels, fine_index)  # each cell's own rows reordered
-    plane_of = plane_of[fine_index]
-    normals, radii = np.zeros(points.shape, np.float32), np.full(len(points), UNFITTED, np.float32)
-    fine = (fine_points, fine_keys, fine_starts, rows, coarse_keys, coarse_dims, lo, side, per_cell)
-    patches = planar_patches(points, plane_of, planes, plane_cell, cell_starts, level_ends, fine, settings)
-    radii[plane_of >= 0] = 0.0  # drawn by their patch, never as discs
-    blocks = draw_blocks(points, cell_starts, level_ends[:, 0], radius_bound)
+    disc_ids, disc_starts, level_ends = detail_levels(points, cell_starts, sizes, plane_of >= 0)
+    del plane_of
+    disc_points = points[disc_ids]
+    normals, radii = np.zeros(disc_points.shape, np.float32), np.full(len(disc_ids), UNFITTED, np.float32)
+    blocks = draw_blocks(disc_points, disc_starts, radius_bound)
     # a cell's box: its points', grown by the widest a disc or a patch's cover reaches past them
     cell_lo = np.minimum.reduceat(points, cell_starts[:-1], axis=0).astype(np.float64) - settings.max_radius
     cell_hi = np.maximum.reduceat(points, cell_starts[:-1], axis=0).astype(np.float64) + settings.max_radius
-    cells = (cell_starts, level_ends, sizes, cell_lo, cell_hi)
+    cells = (disc_starts, level_ends, sizes, cell_lo, cell_hi)
     return SurfelWindow(
-        window.path.name, points, normals, radii, labels, fine_index, fine, cells, blocks, patches, nonfinite
-    )
+        window.path.name, points, labels, fine, patches, disc_points, disc_ids, normals, radii, cells,
+        blocks, nonfinite,
+    )  # fmt: skip
 
 
 def find_planes(points: np.ndarray, cell_starts: np.ndarray, settings: StaticSettings) -> tuple:
@@ -182,34 +172,17 @@ def find_planes(points: np.ndarray, cell_starts: np.ndarray, settings: StaticSet
 
 
 def planar_patches(
-    points: np.ndarray,
-    plane_of: np.ndarray,
-    planes: np.ndarray,
-    plane_cell: np.ndarray,
-    cell_starts: np.ndarray,
-    level_ends: np.ndarray,
-    fine: tuple,
-    settings: StaticSettings,
+    fine: tuple, plane_of: np.ndarray, planes: np.ndarray, plane_cell: np.ndarray, settings: StaticSettings
 ) -> tuple:
-    """The planes as patches, for draw_patches: each covers what its points' discs would
-    (patch_reach, build_patches)."""
-    aside = np.column_stack([level_ends[:, 0], cell_starts[1:]])
-    reach = patch_reach(
-        points,
-        plane_of,
-        plane_cell,
-        aside,
-        fine[6],
-        fine[7],
-        settings.spacing_neighbours,
-        settings.radius_scale,
-    )
+    """The planes of the points in the fine grid `fine` as patches, for draw_patches: each
+    covers what its points' discs would (patch_reach, build_patches)."""
+    reach = patch_reach(fine, plane_of, plane_cell, settings.spacing_neighbours, settings.radius_scale)
     box_lo, box_hi = cell_boxes(fine, plane_cell)
     runs_on = continuations(planes, plane_cell, fine[4], fine[5], settings.plane_tolerance)
     grids = build_patches(
-        points, plane_of, planes, reach, box_lo, box_hi, runs_on, settings.edge_radius_scale
+        fine[0], plane_of, planes, reach, box_lo, box_hi, runs_on, settings.edge_radius_scale
     )
-    cell_first = np.searchsorted(plane_cell, np.arange(len(cell_starts))).astype(np.int64)
+    cell_first = np.searchsorted(plane_cell, np.arange(len(fine[4]) + 1)).astype(np.int64)
     return (cell_first, *grids)
 
 
@@ -221,23 +194,19 @@ def cell_boxes(fine: tuple, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return box_lo, box_lo + side * per_cell
 
 
-def draw_blocks(
-    points: np.ndarray, cell_starts: np.ndarray, drawn_ends: np.ndarray, radius_bound: float
-) -> tuple:
-    """The points each cell may draw as discs (cell c's cell_starts[c]:drawn_ends[c]: the
-    others lie on planar patches) cut into runs of BLOCK_POINTS, as splat_surfels takes them:
-    (first block of each cell (C + 1,), boxes lo and hi (B, 3), largest fitted disc radius
-    (B,), discs not fitted yet (B,), radius_bound)."""
-    per_cell = (drawn_ends - cell_starts[:-1] + BLOCK_POINTS - 1) // BLOCK_POINTS
+def draw_blocks(points: np.ndarray, cell_starts: np.ndarray, radius_bound: float) -> tuple:
+    """The disc points of each cell (cell c's are cell_starts[c]:cell_starts[c + 1]) cut into
+    runs of BLOCK_POINTS, as splat_surfels takes them: (first block of each cell (C + 1,),
+    boxes lo and hi (B, 3), largest fitted disc radius (B,), discs not fitted yet (B,),
+    radius_bound)."""
+    per_cell = (np.diff(cell_starts) + BLOCK_POINTS - 1) // BLOCK_POINTS
     block_first = np.r_[0, np.cumsum(per_cell)].astype(np.int64)
     cell_of_block = np.repeat(np.arange(len(per_cell)), per_cell)
     within = np.arange(block_first[-1]) - block_first[cell_of_block]
     starts = cell_starts[cell_of_block] + within * BLOCK_POINTS
-    sizes = np.minimum(starts + BLOCK_POINTS, drawn_ends[cell_of_block]) - starts
-    offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
-    drawn = points[np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1])]  # packed, block by block
-    lo = np.minimum.reduceat(drawn, offsets[:-1], axis=0) if len(starts) else np.zeros((0, 3), points.dtype)
-    hi = np.maximum.reduceat(drawn, offsets[:-1], axis=0) if len(starts) else np.zeros((0, 3), points.dtype)
+    sizes = np.minimum(starts + BLOCK_POINTS, cell_starts[cell_of_block + 1]) - starts
+    lo = np.minimum.reduceat(points, starts, axis=0) if len(starts) else np.zeros((0, 3), points.dtype)
+    hi = np.maximum.reduceat(points, starts, axis=0) if len(starts) else np.zeros((0, 3), points.dtype)
     return block_first, lo, hi, np.zeros(len(starts), np.float32), sizes.astype(np.int64), float(radius_bound)
 
 
@@ -296,7 +265,7 @@ def render_clouds(
     offset = 0
     for window in windows:
         splat_surfels(
-            window.points, window.normals, window.radii, window.fine_index, window.fine,
+            window.disc_points, window.normals, window.radii, window.disc_ids, window.fine,
             fit_settings(settings), window.cells, window.blocks, window.patches,
             np.asarray(cam_from_world, np.float64),
             np.asarray(K, np.float64),
@@ -325,28 +294,35 @@ def check_labels(
     and those the 2D labels call a possibly moving object (lookup table `dynamic`): a static
     cloud cannot tell a parked car from one passing in front of it. Without 2D labels nothing
     can be checked."""
-    if semantic is None or not windows:
+    if semantic is None:
         return
-    has = cloud.winner >= 0
-    winners = cloud.winner[has]
-    labels = np.zeros(len(winners), np.uint8)
+    group = label_agreement(settings)
     offset = 0
     for window in windows:  # winners index the windows' concatenation
-        mine = (winners >= offset) & (winners < offset + len(window))
-        labels[mine] = window.labels[winners[mine] - offset]
+        drop_disagreeing(cloud.depth, cloud.winner, semantic, offset, window.labels, group, dynamic)
         offset += len(window)
-    group = label_agreement(settings)
-    bad = np.zeros_like(has)
-    seen = semantic[has]
-    bad[has] = (group[labels] != group[seen]) | dynamic[seen]
-    cloud.depth[bad] = 0.0
-    cloud.winner[bad] = -1
 
 
-def _distinct(values: np.ndarray) -> int:
-    """Number of distinct values (np.unique takes four times as long for a frame's winners)."""
-    ordered = np.sort(values)
-    return int(ordered.size > 0) + int(np.count_nonzero(ordered[1:] != ordered[:-1]))
+@nb.njit(cache=True, nogil=True)
+def drop_disagreeing(
+    depth: np.ndarray,
+    winner: np.ndarray,
+    semantic: np.ndarray,
+    offset: int,
+    labels: np.ndarray,
+    group: np.ndarray,
+    dynamic: np.ndarray,
+) -> None:
+    """check_labels for the pixels won by one window's points (winners offset..offset +
+    len(labels) - 1), in one pass over the image."""
+    for i in range(depth.shape[0]):
+        for j in range(depth.shape[1]):
+            won = winner[i, j] - offset
+            if 0 <= won < labels.shape[0]:
+                seen = semantic[i, j]
+                if group[labels[won]] != group[seen] or dynamic[seen]:
+                    depth[i, j] = 0.0
+                    winner[i, j] = -1
 
 
 def merge_depth(lidar: np.ndarray, cloud: CloudDepth, rel_tol: float) -> tuple[np.ndarray, int]:
@@ -355,9 +331,41 @@ def merge_depth(lidar: np.ndarray, cloud: CloudDepth, rel_tol: float) -> tuple[n
     LiDAR's that of a point somewhere in the pixel); LiDAR's where only LiDAR has one; none
     where both have one and they disagree (one of them sees a surface the other does not:
     a car that moved, a see-through). Returns the depth and the number of cloud points used."""
-    both = (lidar > 0) & (cloud.depth > 0)
-    disagree = both & (np.abs(cloud.depth - lidar) > rel_tol * np.minimum(cloud.depth, lidar))
-    use_cloud = (cloud.depth > 0) & ~disagree
-    merged = np.where(use_cloud, cloud.depth, lidar).astype(np.float32)
-    merged[disagree] = 0.0
-    return merged, _distinct(cloud.winner[use_cloud])
+    return _merge(lidar, cloud.depth, cloud.winner, np.float32(rel_tol))
+
+
+@nb.njit(cache=True, nogil=True)
+def _merge(lidar: np.ndarray, cloud: np.ndarray, winner: np.ndarray, rel_tol: np.float32) -> tuple:
+    """merge_depth in one pass (float32 arithmetic throughout). The cloud points used are
+    counted in an open-addressing hash set of the winners: sorting them took longer than
+    the merge."""
+    merged = np.empty(lidar.shape, dtype=np.float32)
+    bits = 4
+    while (1 << bits) < 2 * lidar.size:
+        bits += 1
+    keys = np.empty(1 << bits, dtype=np.int64)
+    taken = np.zeros(1 << bits, dtype=np.bool_)
+    shift, mask = np.uint64(64 - bits), np.int64((1 << bits) - 1)
+    used, previous = 0, np.int64(-1)
+    for i in range(lidar.shape[0]):
+        for j in range(lidar.shape[1]):
+            measured, rendered = lidar[i, j], cloud[i, j]
+            if rendered <= 0.0:
+                merged[i, j] = measured
+                continue
+            if measured > 0.0 and abs(rendered - measured) > rel_tol * min(rendered, measured):
+                merged[i, j] = 0.0
+                continue
+            merged[i, j] = rendered
+            point = winner[i, j]
+            if point == previous and used > 0:  # neighbouring pixels often share their point
+                continue
+            previous = point
+            # Fibonacci hashing: the top bits of the id times 2^64 / golden ratio
+            slot = np.int64((np.uint64(point) * np.uint64(0x9E3779B97F4A7C15)) >> shift)
+            while taken[slot] and keys[slot] != point:
+                slot = (slot + 1) & mask
+            if not taken[slot]:
+                taken[slot], keys[slot] = True, point
+                used += 1
+    return merged, used

@@ -52,7 +52,7 @@ class StaticCloud:
     """The points of one window that are usable: finite coordinates and their labels."""
 
     points: np.ndarray  # (N, 3) float32, world frame
-    semantic: np.ndarray  # (N,) int32 KITTI-360 label ids
+    semantic: np.ndarray  # (N,) uint8 KITTI-360 label ids, clipped to 0..255 as the 2D labels are
     nonfinite_dropped: int
 
 
@@ -141,7 +141,7 @@ def read_static_ply(path: Path) -> StaticCloud:
     path = Path(path)
     dtype, count, offset = check_static_ply(path)
     if count == 0:
-        return StaticCloud(np.zeros((0, 3), np.float32), np.zeros(0, np.int32), 0)
+        return StaticCloud(np.zeros((0, 3), np.float32), np.zeros(0, np.uint8), 0)
     # mapped, not read: the rows are unpacked in one pass straight from the page cache
     vertices = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,))
     x, y, z, semantic = (vertices[name] for name in ("x", "y", "z", "semantic"))
@@ -154,16 +154,16 @@ def read_static_ply(path: Path) -> StaticCloud:
 
 @nb.njit(cache=True, nogil=True)
 def unpack_finite_rows(x: np.ndarray, y: np.ndarray, z: np.ndarray, semantic: np.ndarray) -> tuple:
-    """(points (N, 3) float32, labels (N,) int32, how many) of the rows whose float32
-    coordinates are all finite, packed first, in file order."""
+    """(points (N, 3) float32, labels (N,) uint8 (ids clipped to 0..255), how many) of the
+    rows whose float32 coordinates are all finite, packed first, in file order."""
     points = np.empty((x.shape[0], 3), dtype=np.float32)
-    labels = np.empty(x.shape[0], dtype=np.int32)
+    labels = np.empty(x.shape[0], dtype=np.uint8)
     kept = 0
     for n in range(x.shape[0]):
         px, py, pz = np.float32(x[n]), np.float32(y[n]), np.float32(z[n])
         if np.isfinite(px) and np.isfinite(py) and np.isfinite(pz):
             points[kept, 0], points[kept, 1], points[kept, 2] = px, py, pz
-            labels[kept] = semantic[n]
+            labels[kept] = min(max(semantic[n], 0), 255)
             kept += 1
     return points, labels, kept
 
