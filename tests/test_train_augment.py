@@ -89,9 +89,11 @@ def test_point_maps_reproject_onto_their_own_depth_after_any_crop(height, width,
         u = K[0, 0, 0] * cam[:, 0] / cam[:, 2] + K[0, 0, 2]
         v = K[0, 1, 1] * cam[:, 1] / cam[:, 2] + K[0, 1, 2]
         x_out, y_out = xs[inner][measured], ys[inner][measured]
-        # the image says pixel (y', x') read stored (src_y, src_x), +-0.5 of uint8 rounding
-        assert np.abs(u - x_out).max() <= 0.5 * scale + 1e-3
-        assert np.abs(v - y_out).max() <= 0.5 * scale + 1e-3
+        # the image says pixel (y', x') read stored (src_y, src_x), +-0.5 of uint8 rounding, and
+        # OpenCV may weigh a uint8 bilinear read on a grid of 1/32 pixel (INTER_BITS; OpenCV
+        # 5.1 does): the read position is then off by up to 1/64 more
+        bound = (0.5 + 1 / 64) * scale + 1e-3
+        assert np.abs(u - x_out).max() <= bound and np.abs(v - y_out).max() <= bound
         assert abs(np.mean(u - x_out)) < 0.1 * scale  # unbiased: a half-pixel shift would show
 
 
