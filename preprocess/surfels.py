@@ -395,13 +395,13 @@ def detail_levels(
         for a in range(3):
             lo[a] = np.min(points[first:last, a])
             extent = max(extent, np.max(points[first:last, a]) - lo[a])
-        candidates = np.empty(drawn_starts[cell + 1] - drawn_starts[cell], dtype=np.int64)
+        drawn = np.empty(drawn_starts[cell + 1] - drawn_starts[cell], dtype=np.int64)
         c = 0
         for n in range(first, last):
             if not aside[n]:
-                candidates[c] = n
+                drawn[c] = n
                 c += 1
-        drawn = candidates.copy()
+        candidates = drawn  # read only: each level below rebinds it to the points it keeps
         level = np.zeros(last - first, dtype=np.int64)
         for lvl in range(1, n_levels):
             if candidates.shape[0] == 0:

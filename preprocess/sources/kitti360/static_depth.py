@@ -340,8 +340,12 @@ def _merge(lidar: np.ndarray, cloud: np.ndarray, winner: np.ndarray, rel_tol: np
     counted in an open-addressing hash set of the winners: sorting them took longer than
     the merge."""
     merged = np.empty(lidar.shape, dtype=np.float32)
-    bits = 4
-    while (1 << bits) < 2 * lidar.size:
+    rendered_pixels = 0
+    for i in range(cloud.shape[0]):
+        for j in range(cloud.shape[1]):
+            rendered_pixels += cloud[i, j] > 0.0
+    bits = 4  # a table at most half full
+    while (1 << bits) < 2 * rendered_pixels:
         bits += 1
     keys = np.empty(1 << bits, dtype=np.int64)
     taken = np.zeros(1 << bits, dtype=np.bool_)
