@@ -62,13 +62,13 @@ def _inliers(points, candidates, n_candidates, nx, ny, nz, d, tolerance, out) ->
 
 @nb.njit(cache=True, nogil=True)
 def extract_planes(
-    points: np.ndarray, cell_starts: np.ndarray, tolerance: float, min_points: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    points: np.ndarray, cell_starts: np.ndarray, tolerance: float, min_points: int, plane_of: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Up to MAX_PLANES_PER_CELL planes per cell (cell c holds points cell_starts[c]:
     cell_starts[c+1]), each with at least min_points points within `tolerance` metres, found
-    largest first by RANSAC and refined by least squares on their inliers. Returns each point's
-    plane (-1: none), each plane's (nx, ny, nz, d) and its cell."""
-    plane_of = np.full(points.shape[0], -1, dtype=np.int32)
+    largest first by RANSAC and refined by least squares on their inliers. Writes each point's
+    plane into plane_of (int32, -1: none); returns each plane's (nx, ny, nz, d) and its cell."""
+    plane_of[:] = -1
     planes = np.empty((0, 4))
     plane_cell = np.empty(0, dtype=np.int64)
     found = 0
@@ -162,7 +162,7 @@ def extract_planes(
                     left_ids[kept] = left_ids[c]
                     kept += 1
             left = kept
-    return plane_of, planes[:found].copy(), plane_cell[:found].copy()
+    return planes[:found].copy(), plane_cell[:found].copy()
 
 
 @nb.njit(cache=True, nogil=True)

@@ -77,11 +77,13 @@ def occupied_cells(points: np.ndarray, cell: float, dense_limit: int) -> int:
 
 
 @nb.njit(cache=True, nogil=True)
-def nested_grid_keys(points: np.ndarray, side: float, per_cell: int) -> tuple:
+def nested_grid_keys(
+    points: np.ndarray, side: float, per_cell: int, coarse: np.ndarray, local: np.ndarray
+) -> tuple:
     """Cells of side `side` from the points' lowest corner lo, nested per_cell to a side in
-    coarse cells: each point's coarse key ((cx * dims[1] + cy) * dims[2] + cz) and its fine
-    cell's key within that coarse cell ((lx * per_cell + ly) * per_cell + lz, int32). Returns
-    coarse keys, local keys, the coarse grid's dims and lo."""
+    coarse cells: writes each point's coarse key ((cx * dims[1] + cy) * dims[2] + cz, into
+    `coarse`, int64) and its fine cell's key within that coarse cell ((lx * per_cell + ly) *
+    per_cell + lz, into `local`, int32). Returns the coarse grid's dims and lo."""
     lo, top = _grid_extent(points, side)
     dims = np.array([top[0] // per_cell + 1, top[1] // per_cell + 1, top[2] // per_cell + 1])
     # each fine coordinate's coarse and local parts, looked up: integer division is slow
@@ -92,13 +94,11 @@ def nested_grid_keys(points: np.ndarray, side: float, per_cell: int) -> tuple:
     parts[1, 0] *= dims[2]
     parts[0, 1] *= per_cell * per_cell
     parts[1, 1] *= per_cell
-    coarse = np.empty(points.shape[0], dtype=np.int64)
-    local = np.empty(points.shape[0], dtype=np.int32)
     for n in range(points.shape[0]):
         ix, iy, iz = grid_coords(points, n, lo, side)
         coarse[n] = parts[0, 0, ix] + parts[1, 0, iy] + parts[2, 0, iz]
         local[n] = parts[0, 1, ix] + parts[1, 1, iy] + parts[2, 1, iz]
-    return coarse, local, dims, lo
+    return dims, lo
 
 
 @nb.njit(cache=True, nogil=True)
@@ -106,17 +106,18 @@ def sort_within_cells(
     local: np.ndarray, by_cell: np.ndarray, cell_starts: np.ndarray, per_cell: int
 ) -> tuple:
     """Order each coarse cell's points (by_cell, grouped by cell_starts) by their local fine
-    key (nested_grid_keys), stably. Returns the new order of the points, the sorted unique
-    local key of every fine cell, where each fine cell's points start (one past the end
-    appended) and, for each coarse cell and each of its per_cell rows lx of fine cells, the
-    first fine cell of that row or after it ((C, per_cell + 1): the last column is the next
-    coarse cell's first). Sorting a few thousand points per coarse cell stays in cache,
-    unlike one sort of the whole window; a radix sort, as the keys are dense and short."""
+    key (nested_grid_keys), stably, in place: by_cell becomes the points' new order. Returns
+    the sorted unique local key of every fine cell, where each fine cell's points start (one
+    past the end appended) and, for each coarse cell and each of its per_cell rows lx of fine
+    cells, the first fine cell of that row or after it ((C, per_cell + 1): the last column is
+    the next coarse cell's first). Sorting a few thousand points per coarse cell stays in
+    cache, unlike one sort of the whole window; a radix sort, as the keys are dense and short.
+    The keys and starts returned are the used heads of arrays sized for one fine cell per
+    point: pages of the unused tails are never touched, so never take memory."""
     n_points, row = by_cell.shape[0], per_cell**2
     passes = 1
     while 1 << (RADIX_BITS * passes) < per_cell**3:
         passes += 1
-    order = np.empty(n_points, dtype=np.int64)
     keys = np.empty(n_points, dtype=np.int32)
     starts = np.empty(n_points + 1, dtype=np.int64)
     rows = np.empty((cell_starts.shape[0] - 1, per_cell + 1), dtype=np.int32)
@@ -143,7 +144,7 @@ def sort_within_cells(
                 spare[0, counts[digit]], spare[1, counts[digit]] = work[0, c], work[1, c]
                 counts[digit] += 1
             work, spare = spare, work
-        order[first:last] = work[0, :size]
+        by_cell[first:last] = work[0, :size]
         lx = 0
         for at in range(first, last):
             key = work[1, at - first]
@@ -156,28 +157,29 @@ def sort_within_cells(
                 n_fine += 1
         rows[cell, lx:] = n_fine
     starts[n_fine] = n_points
-    return order, keys[:n_fine].copy(), starts[: n_fine + 1].copy(), rows
+    return keys[:n_fine], starts[: n_fine + 1], rows
 
 
 @nb.njit(cache=True, nogil=True)
-def gather_points(points: np.ndarray, labels: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(points[index], labels[index]) in one pass: NumPy's row gather of a window's millions
-    of (x, y, z) rows is a third of its preparation."""
-    out_points = np.empty((index.shape[0], 3), dtype=points.dtype)
+def gather_points(
+    points: np.ndarray, labels: np.ndarray, index: np.ndarray, out_points: np.ndarray
+) -> np.ndarray:
+    """out_points[:] = points[index] and labels[index] returned, in one pass: NumPy's row
+    gather of a window's millions of (x, y, z) rows is a third of its preparation."""
     out_labels = np.empty(index.shape[0], dtype=labels.dtype)
     for m in range(index.shape[0]):
         n = index[m]
         out_points[m, 0], out_points[m, 1], out_points[m, 2] = points[n, 0], points[n, 1], points[n, 2]
         out_labels[m] = labels[n]
-    return out_points, out_labels
+    return out_labels
 
 
 @nb.njit(cache=True, nogil=True)
 def group_by_key(keys: np.ndarray, bound: int, counting_limit: int) -> tuple:
-    """The stable order that sorts keys (all in 0..bound-1), the distinct keys in that order
-    and where each one's run starts (one past the end appended). By counting sort when bound
-    is at most counting_limit and 4 * len(keys) (linear time for the few hundred thousand
-    cells of a window's coarse grid), else by merge sort."""
+    """The stable order that sorts keys (all in 0..bound-1; int32: fewer than 2^31 keys), the
+    distinct keys in that order and where each one's run starts (one past the end appended).
+    By counting sort when bound is at most counting_limit and 4 * len(keys) (linear time for
+    the few hundred thousand cells of a window's coarse grid), else by merge sort."""
     n_keys = keys.shape[0]
     if bound <= min(counting_limit, 4 * n_keys):
         counts = np.zeros(bound + 1, dtype=np.int64)
@@ -187,7 +189,7 @@ def group_by_key(keys: np.ndarray, bound: int, counting_limit: int) -> tuple:
         for key in range(bound):
             n_distinct += counts[key + 1] > 0
             counts[key + 1] += counts[key]
-        order = np.empty(n_keys, dtype=np.int64)
+        order = np.empty(n_keys, dtype=np.int32)
         distinct = np.empty(n_distinct, dtype=np.int64)
         starts = np.empty(n_distinct + 1, dtype=np.int64)
         d = 0
@@ -199,7 +201,7 @@ def group_by_key(keys: np.ndarray, bound: int, counting_limit: int) -> tuple:
             order[counts[keys[m]]] = m
             counts[keys[m]] += 1
     else:
-        order = np.argsort(keys, kind="mergesort")
+        order = np.argsort(keys, kind="mergesort").astype(np.int32)
         n_distinct = 0
         for m in range(n_keys):
             n_distinct += m == 0 or keys[order[m]] != keys[order[m - 1]]

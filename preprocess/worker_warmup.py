@@ -16,7 +16,13 @@ from .kernels import NO_LABELS, depth_to_world, register_sweep, remove_occluded,
 from .planar_patches import build_patches
 from .sources import kitti360  # noqa: F401  (the source `kitti360-prep build` runs in workers)
 from .sources.kitti360.static_depth import CloudDepth, drop_disagreeing, merge_depth
-from .sources.kitti360.static_ply import static_vertex_dtype, unpack_finite_rows
+from .sources.kitti360.static_ply import (
+    clipped_labels,
+    count_nonfinite,
+    mapped_points,
+    static_vertex_dtype,
+    unpack_finite_rows,
+)
 from .surfels import (
     detail_levels,
     gather_points,
@@ -40,19 +46,25 @@ def _run_kernels_once() -> None:
     vertices = np.zeros(2, static_vertex_dtype())  # a mapped window's rows: read-only strided fields
     vertices.flags.writeable = False
     unpack_finite_rows(vertices["x"], vertices["y"], vertices["z"], vertices["semantic"])
+    rows = mapped_points(vertices)
+    count_nonfinite(rows)
+    clipped_labels(vertices["semantic"])
     cloud, one = np.ones((1, 3), np.float32), np.zeros(1, np.int64)
     box, starts, sizes = np.zeros((1, 3)), np.array([0, 1]), np.array([0.0, 1.0])
     _, _, ends = detail_levels(cloud, starts, sizes, np.zeros(1, np.bool_))
-    gather_points(cloud, np.zeros(1, np.uint8), one)
-    occupied_cells(cloud, 1.0, 1)
-    group_by_key(one, 1, 1)
-    coarse, local, dims, lo = nested_grid_keys(cloud, 1.0, 1)
-    _, fine_keys, fine_starts, rows = sort_within_cells(local, one, starts, 1)
+    coarse, local = np.zeros(1, np.int64), np.zeros(1, np.int32)
+    for points in (cloud, rows[:1]):  # unpacked, and mapped from the file
+        gather_points(points, np.zeros(1, np.uint8), np.zeros(1, np.int32), cloud.copy())
+        occupied_cells(points, 1.0, 1)
+        dims, lo = nested_grid_keys(points, 1.0, 1, coarse, local)
+    group_by_key(coarse, 1, 1)
+    fine_keys, fine_starts, rows = sort_within_cells(local, np.zeros(1, np.int32), starts, 1)
     fine = (cloud, fine_keys, fine_starts, rows, coarse, dims, lo, 1.0, 1)
     fit = (6, 4, 0.9, 0.5, 0.5, 0.1)
     cells = (starts, ends, sizes, box, box)
     blocks = (starts, cloud, cloud, np.zeros(1, np.float32), np.ones(1, np.int64), 0.5)
-    plane_of, planes, _ = extract_planes(cloud, starts, 0.01, 1)
+    plane_of = np.zeros(1, np.int32)
+    planes, _ = extract_planes(cloud, starts, 0.01, 1, plane_of)
     grids = build_patches(cloud, plane_of, planes, np.zeros(0), box, box, np.zeros((0, 6), np.bool_), 0.5)
     patches = (np.zeros(2, np.int64), *grids)
     continuations(planes, np.zeros(0, np.int64), one, np.ones(3, np.int64), 0.01)

@@ -14,7 +14,9 @@ import pytest
 from preprocess.driver import build
 from preprocess.errors import InputError
 from preprocess.sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
+from preprocess.sources.kitti360.static_depth import StaticSettings, prepare_window
 from preprocess.sources.kitti360.static_ply import (
+    Window,
     list_windows,
     parse_window_name,
     read_static_ply,
@@ -121,6 +123,33 @@ def test_reader_round_trip_and_nonfinite_points(tmp_path):
     np.testing.assert_array_equal(cloud.points[:, 0], [0, 1, 2, 4, 5, 6, 8, 9])
     assert cloud.semantic.dtype == np.uint8
     np.testing.assert_array_equal(cloud.semantic, [0, 255, 11, 11, 11, 11, 11, 11])
+
+
+def test_reader_maps_the_rows_of_a_finite_window(tmp_path):
+    """Every point finite: the points are the file's rows, mapped read-only, not a copy."""
+    v = _vertices()
+    v["semantic"][0], v["semantic"][1] = -1, 300
+    cloud = read_static_ply(_write(tmp_path / "0000000001_0000000050.ply", v))
+    assert cloud.nonfinite_dropped == 0 and not cloud.points.flags.writeable
+    assert not cloud.points.flags.owndata and cloud.points.strides == (RECORD.itemsize, 4)
+    np.testing.assert_array_equal(cloud.points, np.column_stack([v["x"], v["y"], v["z"]]))
+    np.testing.assert_array_equal(cloud.semantic, [0, 255] + [11] * 8)
+
+
+def test_a_window_prepares_alike_from_mapped_or_unpacked_rows(tmp_path, synthetic):
+    """A non-finite point makes the reader unpack the rows instead of mapping them: dropped,
+    it leaves the same prepared window, down to its patches and discs."""
+    vertices = _raw_window(_windows(synthetic, SEQ0)[0])
+    spoiled = np.concatenate([vertices[:1000], vertices[:1], vertices[1000:]])
+    spoiled["y"][1000] = np.nan
+    mapped = prepare_window(Window(_write(tmp_path / "a.ply", vertices), 0, 9), StaticSettings())
+    unpacked = prepare_window(Window(_write(tmp_path / "b.ply", spoiled), 0, 9), StaticSettings())
+    assert (mapped.nonfinite_dropped, unpacked.nonfinite_dropped) == (0, 1)
+    assert len(mapped.patches[1]) > 10 and len(mapped.disc_ids) > 10
+    pairs = [(mapped.points, unpacked.points), (mapped.labels, unpacked.labels)]
+    pairs += [(mapped.disc_ids, unpacked.disc_ids), *zip(mapped.patches, unpacked.patches, strict=True)]
+    for a, b in pairs + list(zip(mapped.fine[:5], unpacked.fine[:5], strict=True)):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize(

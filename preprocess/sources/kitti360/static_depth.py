@@ -22,6 +22,7 @@ import numba as nb
 import numpy as np
 
 from ...cell_planes import continuations, extract_planes, patch_reach
+from ...errors import InputError
 from ...planar_patches import build_patches
 from ...surfels import (
     BLOCK_POINTS,
@@ -44,6 +45,7 @@ COUNTING_SORT_KEYS = 1 << 22  # grid keys sorted by counting (8 bytes per possib
 DENSE_COUNT_CELLS = 1 << 28  # 1 m voxels counted in a byte array up to this many (256 MB)
 MAX_PER_CELL = 256  # fine cells along a coarse cell's side (its row index: 4 bytes per row)
 CACHED_WINDOWS = 3  # a frame needs at most two; one more spares a reload at window changes
+MAX_WINDOW_POINTS = 2**31 - 1  # points are indexed by int32 (orders, planes, patch texels)
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,10 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     points, labels = cloud.points, cloud.semantic
     nonfinite = cloud.nonfinite_dropped
     del cloud  # its rows go once sorted (del points below)
+    if len(points) > MAX_WINDOW_POINTS:
+        raise InputError(
+            window.path, f"{len(points)} points, more than a window may hold ({MAX_WINDOW_POINTS})"
+        )
     if len(points) == 0:
         points, none = np.zeros((0, 3), np.float32), np.zeros(0, np.int64)
         starts, box = np.zeros(1, np.int64), np.zeros((0, 3))
@@ -137,15 +143,22 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     side = settings.grid_cell / per_cell
     # the k nearest lie within two cells along each axis, so no disc radius exceeds this
     radius_bound = min(settings.max_radius, 1.01 * settings.radius_scale * 2.0 * np.sqrt(3.0) * side)
-    coarse, local, coarse_dims, lo = nested_grid_keys(points, side, per_cell)
-    by_cell, coarse_keys, cell_starts = group_by_key(coarse, int(np.prod(coarse_dims)), COUNTING_SORT_KEYS)
-    del coarse
-    order, fine_keys, fine_starts, rows = sort_within_cells(local, by_cell, cell_starts, per_cell)
-    del local, by_cell
-    points, labels = gather_points(points, labels, order)
-    del order
+    # the sorted points' array holds their grid keys until then: fresh memory costs a page
+    # fault per 4 KiB (a third of the preparation's time), so the keys take none of their own
+    sorted_points = np.empty((len(points), 3), np.float32)
+    key_bytes = sorted_points.reshape(-1).view(np.uint8)
+    coarse, local = key_bytes[: 8 * len(points)].view(np.int64), key_bytes[8 * len(points) :].view(np.int32)
+    coarse_dims, lo = nested_grid_keys(points, side, per_cell, coarse, local)
+    order, coarse_keys, cell_starts = group_by_key(coarse, int(np.prod(coarse_dims)), COUNTING_SORT_KEYS)
+    fine_keys, fine_starts, rows = sort_within_cells(local, order, cell_starts, per_cell)
+    del coarse, local, key_bytes
+    labels = gather_points(points, labels, order, sorted_points)
+    points = sorted_points
+    del sorted_points
     fine = (points, fine_keys, fine_starts, rows, coarse_keys, coarse_dims, lo, side, per_cell)
-    plane_of, planes, plane_cell = find_planes(points, cell_starts, settings)
+    plane_of = order  # the order's memory, read for the last time by the gather, holds each point's plane
+    del order
+    planes, plane_cell = find_planes(points, cell_starts, settings, plane_of)
     patches = planar_patches(fine, plane_of, planes, plane_cell, settings)
     sizes = detail_sizes(spacing, settings.max_radius)
     disc_ids, disc_starts, level_ends = detail_levels(points, cell_starts, sizes, plane_of >= 0)
@@ -163,12 +176,15 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     )  # fmt: skip
 
 
-def find_planes(points: np.ndarray, cell_starts: np.ndarray, settings: StaticSettings) -> tuple:
-    """Each point's plane (-1: none), the planes (n, d) and their cells (extract_planes), or
-    none where patches are off."""
+def find_planes(
+    points: np.ndarray, cell_starts: np.ndarray, settings: StaticSettings, plane_of: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The planes (n, d) and their cells (extract_planes), or none where patches are off;
+    each point's plane (-1: none) into plane_of (int32)."""
     if settings.plane_tolerance <= 0.0:
-        return np.full(len(points), -1, np.int32), np.zeros((0, 4)), np.zeros(0, np.int64)
-    return extract_planes(points, cell_starts, settings.plane_tolerance, settings.plane_min_points)
+        plane_of[:] = -1
+        return np.zeros((0, 4)), np.zeros(0, np.int64)
+    return extract_planes(points, cell_starts, settings.plane_tolerance, settings.plane_min_points, plane_of)
 
 
 def planar_patches(

@@ -51,7 +51,7 @@ class Window:
 class StaticCloud:
     """The points of one window that are usable: finite coordinates and their labels."""
 
-    points: np.ndarray  # (N, 3) float32, world frame
+    points: np.ndarray  # (N, 3) float32, world frame (read-only where mapped from the file)
     semantic: np.ndarray  # (N,) uint8 KITTI-360 label ids, clipped to 0..255 as the 2D labels are
     nonfinite_dropped: int
 
@@ -137,19 +137,59 @@ def check_static_ply(path: Path) -> tuple[np.dtype, int, int]:
 
 
 def read_static_ply(path: Path) -> StaticCloud:
-    """The window's finite points and labels (non-finite points dropped and counted)."""
+    """The window's finite points and labels (non-finite points dropped and counted). Where
+    every point is finite and x, y, z are consecutive floats (as KITTI-360 writes them), the
+    points are the file's mapped rows, read-only, not a copy: fresh memory costs a page fault
+    per 4 KiB, and a copy of a window's points was a tenth of its preparation."""
     path = Path(path)
     dtype, count, offset = check_static_ply(path)
     if count == 0:
         return StaticCloud(np.zeros((0, 3), np.float32), np.zeros(0, np.uint8), 0)
-    # mapped, not read: the rows are unpacked in one pass straight from the page cache
     vertices = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,))
     x, y, z, semantic = (vertices[name] for name in ("x", "y", "z", "semantic"))
+    rows = mapped_points(vertices)
+    if rows is not None and count_nonfinite(rows) == 0:
+        return StaticCloud(rows, clipped_labels(semantic), 0)
     points, semantic, kept = unpack_finite_rows(x, y, z, semantic)
     del vertices, x, y, z
     if kept < count:
         points, semantic = points[:kept].copy(), semantic[:kept].copy()
     return StaticCloud(points, semantic, count - kept)
+
+
+def mapped_points(vertices: np.ndarray) -> np.ndarray | None:
+    """The (N, 3) float32 view of the rows' x, y, z, or None unless they are consecutive
+    little-endian floats."""
+    fields, start = vertices.dtype.fields, vertices.dtype.fields["x"][1]
+    if any(fields[name][:2] != (np.dtype("<f4"), start + 4 * a) for a, name in enumerate("xyz")):
+        return None
+    return np.lib.stride_tricks.as_strided(
+        vertices["x"], shape=(len(vertices), 3), strides=(vertices.dtype.itemsize, 4), writeable=False
+    )
+
+
+@nb.njit(cache=True, nogil=True)
+def count_nonfinite(points: np.ndarray) -> int:
+    """Rows of `points` with a non-finite coordinate."""
+    bad = 0
+    for n in range(points.shape[0]):
+        bad += not (np.isfinite(points[n, 0]) and np.isfinite(points[n, 1]) and np.isfinite(points[n, 2]))
+    return bad
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _clip_label(label: int) -> np.uint8:
+    """A label id as the 2D labels store it: uint8, clipped to 0..255."""
+    return np.uint8(min(max(label, 0), 255))
+
+
+@nb.njit(cache=True, nogil=True)
+def clipped_labels(semantic: np.ndarray) -> np.ndarray:
+    """Every row's label, clipped to uint8."""
+    labels = np.empty(semantic.shape[0], dtype=np.uint8)
+    for n in range(semantic.shape[0]):
+        labels[n] = _clip_label(semantic[n])
+    return labels
 
 
 @nb.njit(cache=True, nogil=True)
@@ -163,7 +203,7 @@ def unpack_finite_rows(x: np.ndarray, y: np.ndarray, z: np.ndarray, semantic: np
         px, py, pz = np.float32(x[n]), np.float32(y[n]), np.float32(z[n])
         if np.isfinite(px) and np.isfinite(py) and np.isfinite(pz):
             points[kept, 0], points[kept, 1], points[kept, 2] = px, py, pz
-            labels[kept] = min(max(semantic[n], 0), 255)
+            labels[kept] = _clip_label(semantic[n])
             kept += 1
     return points, labels, kept
 
