@@ -37,7 +37,8 @@ from .surfels import (
 def _run_kernels_once() -> None:
     points, pose, K = np.ones((1, 3)), np.eye(4), np.eye(3)
     depth, labels, lut = np.zeros((2, 2), np.float32), np.zeros((2, 2), np.uint8), np.zeros(256, np.bool_)
-    sweep = np.ones((1, 4), np.float32)[:, :3]  # the (x, y, z) view of a raw sweep's rows
+    # the (x, y, z) view of a raw sweep's rows; two, as one row's view would be contiguous
+    sweep = np.ones((2, 4), np.float32)[:, :3]
     for image_labels in (NO_LABELS, labels):
         register_sweep(sweep, pose, pose, K, image_labels, lut, 1)
         zbuffer_points(points, np.ones(1, np.bool_), pose, K, depth, 0.1, image_labels, K, lut)
@@ -52,10 +53,10 @@ def _run_kernels_once() -> None:
     cloud, one = np.ones((1, 3), np.float32), np.zeros(1, np.int64)
     box, starts, sizes = np.zeros((1, 3)), np.array([0, 1]), np.array([0.0, 1.0])
     _, _, ends = detail_levels(cloud, starts, sizes, np.zeros(1, np.bool_))
-    coarse, local = np.zeros(1, np.int64), np.zeros(1, np.int32)
-    for points in (cloud, rows[:1]):  # unpacked, and mapped from the file
+    for points in (cloud, rows):  # unpacked, and mapped from the file (strided: two rows)
         gather_points(points, np.zeros(1, np.uint8), np.zeros(1, np.int32), cloud.copy())
         occupied_cells(points, 1.0, 1)
+        coarse, local = np.zeros(len(points), np.int64), np.zeros(len(points), np.int32)
         dims, lo = nested_grid_keys(points, 1.0, 1, coarse, local)
     group_by_key(coarse, 1, 1)
     fine_keys, fine_starts, rows = sort_within_cells(local, np.zeros(1, np.int32), starts, 1)
@@ -74,7 +75,10 @@ def _run_kernels_once() -> None:
         depth, np.zeros((2, 2), np.int64), 0, 0.1, 10.0, 0.02, 8.0, 1.0,
     )  # fmt: skip
     group = np.arange(256, dtype=np.int32)
-    drop_disagreeing(depth, np.zeros((2, 2), np.int64), labels, 0, np.zeros(1, np.uint8), group, lut)
+    for frame_labels in (labels, np.asfortranarray(labels)):  # as read, and as resize_labels returns them
+        drop_disagreeing(
+            depth, np.zeros((2, 2), np.int64), frame_labels, 0, np.zeros(1, np.uint8), group, lut
+        )
     merge_depth(depth, CloudDepth(depth, np.zeros((2, 2), np.int64)), 0.05)
 
 
