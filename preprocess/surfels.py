@@ -37,25 +37,32 @@ def grid_coords(points: np.ndarray, n: int, lo: np.ndarray, cell: float) -> tupl
 
 
 @nb.njit(cache=True, nogil=True)
-def _grid_extent(points: np.ndarray, cell: float) -> tuple:
-    """The points' lowest corner lo and the cell coordinates of their highest corner, in a
-    grid of side `cell` from lo, in one pass: cell coordinates grow with the coordinates, so
-    no point's exceed the highest corner's."""
+def point_bounds(points: np.ndarray) -> tuple:
+    """The points' lowest corner lo (3,) and highest corner hi (1, 3), float64, in one pass: a
+    window's grids (occupied_cells, nested_grid_keys) all start from them."""
     lo, hi = np.full(3, np.inf), np.full((1, 3), -np.inf)
     for n in range(points.shape[0]):
         for a in range(3):
             lo[a] = min(lo[a], np.float64(points[n, a]))
             hi[0, a] = max(hi[0, a], np.float64(points[n, a]))
-    top = grid_coords(hi, 0, lo, cell) if points.shape[0] else (0, 0, 0)
-    return lo, top
+    return lo, hi
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _grid_top(bounds: tuple, cell: float) -> tuple:
+    """The cell coordinates of the highest corner in a grid of side `cell` from the lowest
+    (bounds: point_bounds): cell coordinates grow with the coordinates, so no point's exceed
+    them. (0, 0, 0) for no points."""
+    lo, hi = bounds
+    return grid_coords(hi, 0, lo, cell) if hi[0, 0] >= lo[0] else (0, 0, 0)
 
 
 @nb.njit(cache=True, nogil=True)
-def occupied_cells(points: np.ndarray, cell: float, dense_limit: int) -> int:
-    """Number of cells of side `cell` (a grid from the points' lowest corner) holding a point:
-    marked in a byte array when the grid has at most dense_limit cells, else counted among
-    the sorted keys ((ix * dims[1] + iy) * dims[2] + iz)."""
-    lo, top = _grid_extent(points, cell)
+def occupied_cells(points: np.ndarray, bounds: tuple, cell: float, dense_limit: int) -> int:
+    """Number of cells of side `cell` (a grid from the points' lowest corner; bounds:
+    point_bounds) holding a point: marked in a byte array when the grid has at most
+    dense_limit cells, else counted among the sorted keys ((ix * dims[1] + iy) * dims[2] + iz)."""
+    lo, top = bounds[0], _grid_top(bounds, cell)
     dims = np.array([top[0] + 1, top[1] + 1, top[2] + 1])
     dense = dims[0] * dims[1] * dims[2] <= dense_limit
     seen = np.zeros(dims[0] * dims[1] * dims[2] if dense else 0, dtype=np.bool_)
@@ -78,13 +85,14 @@ def occupied_cells(points: np.ndarray, cell: float, dense_limit: int) -> int:
 
 @nb.njit(cache=True, nogil=True)
 def nested_grid_keys(
-    points: np.ndarray, side: float, per_cell: int, coarse: np.ndarray, local: np.ndarray
+    points: np.ndarray, bounds: tuple, side: float, per_cell: int, coarse: np.ndarray, local: np.ndarray
 ) -> tuple:
-    """Cells of side `side` from the points' lowest corner lo, nested per_cell to a side in
-    coarse cells: writes each point's coarse key ((cx * dims[1] + cy) * dims[2] + cz, into
-    `coarse`, int64) and its fine cell's key within that coarse cell ((lx * per_cell + ly) *
-    per_cell + lz, into `local`, int32). Returns the coarse grid's dims and lo."""
-    lo, top = _grid_extent(points, side)
+    """Cells of side `side` from the points' lowest corner lo (bounds: point_bounds), nested
+    per_cell to a side in coarse cells: writes each point's coarse key ((cx * dims[1] + cy) *
+    dims[2] + cz, into `coarse`, int64) and its fine cell's key within that coarse cell
+    ((lx * per_cell + ly) * per_cell + lz, into `local`, int32). Returns the coarse grid's
+    dims and lo."""
+    lo, top = bounds[0], _grid_top(bounds, side)
     dims = np.array([top[0] // per_cell + 1, top[1] // per_cell + 1, top[2] // per_cell + 1])
     # each fine coordinate's coarse and local parts, looked up: integer division is slow
     parts = np.empty((3, 2, max(top[0], top[1], top[2]) + 1), dtype=np.int64)
@@ -826,6 +834,5 @@ def splat_surfels(
                 block_rmax[block] = max(np.float64(block_rmax[block]), largest)
             _draw_discs(
                 b0, b1, level_sizes[level], points, normals, radii, ids, R, t, K, depth, winner,
-                winner_offset,
-                min_depth, max_depth, min_cos, max_footprint,
+                winner_offset, min_depth, max_depth, min_cos, max_footprint,
             )  # fmt: skip

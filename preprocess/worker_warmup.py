@@ -29,6 +29,7 @@ from .surfels import (
     group_by_key,
     nested_grid_keys,
     occupied_cells,
+    point_bounds,
     sort_within_cells,
     splat_surfels,
 )
@@ -47,17 +48,18 @@ def _run_kernels_once() -> None:
     vertices = np.zeros(2, static_vertex_dtype())  # a mapped window's rows: read-only strided fields
     vertices.flags.writeable = False
     unpack_finite_rows(vertices["x"], vertices["y"], vertices["z"], vertices["semantic"])
-    rows = mapped_points(vertices)
-    count_nonfinite(rows)
+    mapped = mapped_points(vertices)
+    count_nonfinite(mapped)
     clipped_labels(vertices["semantic"])
     cloud, one = np.ones((1, 3), np.float32), np.zeros(1, np.int64)
     box, starts, sizes = np.zeros((1, 3)), np.array([0, 1]), np.array([0.0, 1.0])
     _, _, ends = detail_levels(cloud, starts, sizes, np.zeros(1, np.bool_))
-    for points in (cloud, rows):  # unpacked, and mapped from the file (strided: two rows)
+    for points in (cloud, mapped):  # unpacked, and mapped from the file (strided: two rows)
         gather_points(points, np.zeros(1, np.uint8), np.zeros(1, np.int32), cloud.copy())
-        occupied_cells(points, 1.0, 1)
+        bounds = point_bounds(points)
+        occupied_cells(points, bounds, 1.0, 1)
         coarse, local = np.zeros(len(points), np.int64), np.zeros(len(points), np.int32)
-        dims, lo = nested_grid_keys(points, 1.0, 1, coarse, local)
+        dims, lo = nested_grid_keys(points, bounds, 1.0, 1, coarse, local)
     group_by_key(coarse, 1, 1)
     fine_keys, fine_starts, rows = sort_within_cells(local, np.zeros(1, np.int32), starts, 1)
     fine = (cloud, fine_keys, fine_starts, rows, coarse, dims, lo, 1.0, 1)

@@ -16,7 +16,7 @@ from preprocess.sources.kitti360.static_depth import (
     render_clouds,
 )
 from preprocess.sources.kitti360.static_ply import Window, static_vertex_dtype, write_static_ply
-from preprocess.surfels import UNFITTED, fit_surfels, group_by_key, occupied_cells
+from preprocess.surfels import UNFITTED, fit_surfels, group_by_key, occupied_cells, point_bounds
 
 from .support.surfel_scene import SHAPE, K, scene_window, views
 
@@ -150,7 +150,7 @@ def test_occupied_cells_match_numpy(dense_limit):
     """Counted in a byte array or among sorted keys, the occupied cells are NumPy's."""
     points = np.random.default_rng(0).uniform(-3.0, 7.0, (5000, 3)).astype(np.float32)
     cells = np.floor((points.astype(np.float64) - points.min(axis=0)) / 0.5).astype(np.int64)
-    assert occupied_cells(points, 0.5, dense_limit) == len(np.unique(cells, axis=0))
+    assert occupied_cells(points, point_bounds(points), 0.5, dense_limit) == len(np.unique(cells, axis=0))
 
 
 @pytest.mark.parametrize("counting_limit", [1 << 20, 1])

@@ -32,6 +32,7 @@ from ...surfels import (
     group_by_key,
     nested_grid_keys,
     occupied_cells,
+    point_bounds,
     sort_within_cells,
     splat_surfels,
 )
@@ -95,10 +96,10 @@ class SurfelWindow:
         return len(self.points)
 
 
-def _spacing_estimate(points: np.ndarray) -> float:
+def _spacing_estimate(points: np.ndarray, bounds: tuple) -> float:
     """Typical point spacing: points per occupied 1 m voxel are about points per square metre
-    of surface, whose inverse square root is the spacing."""
-    per_voxel = len(points) / max(1, occupied_cells(points, 1.0, DENSE_COUNT_CELLS))
+    of surface, whose inverse square root is the spacing (bounds: point_bounds)."""
+    per_voxel = len(points) / max(1, occupied_cells(points, bounds, 1.0, DENSE_COUNT_CELLS))
     return float(1.0 / np.sqrt(max(per_voxel, 1.0)))
 
 
@@ -138,7 +139,8 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     # neighbour search in cells about two spacings wide (about four points each on a surface:
     # the k nearest of a point lie within the 3x3x3 cells around it), nested in the coarse
     # cells that drawing culls by, so that a coarse cell's neighbour lookups stay within it
-    spacing = max(_spacing_estimate(points), 5e-4)
+    bounds = point_bounds(points)
+    spacing = max(_spacing_estimate(points, bounds), 5e-4)
     per_cell = int(min(MAX_PER_CELL, max(1, round(settings.grid_cell / (2.0 * spacing)))))
     side = settings.grid_cell / per_cell
     # the k nearest lie within two cells along each axis, so no disc radius exceeds this
@@ -148,7 +150,7 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     sorted_points = np.empty((len(points), 3), np.float32)
     key_bytes = sorted_points.reshape(-1).view(np.uint8)
     coarse, local = key_bytes[: 8 * len(points)].view(np.int64), key_bytes[8 * len(points) :].view(np.int32)
-    coarse_dims, lo = nested_grid_keys(points, side, per_cell, coarse, local)
+    coarse_dims, lo = nested_grid_keys(points, bounds, side, per_cell, coarse, local)
     order, coarse_keys, cell_starts = group_by_key(coarse, int(np.prod(coarse_dims)), COUNTING_SORT_KEYS)
     fine_keys, fine_starts, rows = sort_within_cells(local, order, cell_starts, per_cell)
     del coarse, local, key_bytes

@@ -146,10 +146,10 @@ def read_static_ply(path: Path) -> StaticCloud:
     if count == 0:
         return StaticCloud(np.zeros((0, 3), np.float32), np.zeros(0, np.uint8), 0)
     vertices = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,))
-    x, y, z, semantic = (vertices[name] for name in ("x", "y", "z", "semantic"))
     rows = mapped_points(vertices)
     if rows is not None and count_nonfinite(rows) == 0:
-        return StaticCloud(rows, clipped_labels(semantic), 0)
+        return StaticCloud(rows, clipped_labels(vertices["semantic"]), 0)
+    x, y, z, semantic = (vertices[name] for name in ("x", "y", "z", "semantic"))
     points, semantic, kept = unpack_finite_rows(x, y, z, semantic)
     del vertices, x, y, z
     if kept < count:
