@@ -228,6 +228,7 @@ def patch_reach(
     bounds = np.zeros(MAX_PLANES_PER_CELL + 1, dtype=np.int64)  # each plane's run in members
     cursor = np.empty(MAX_PLANES_PER_CELL, dtype=np.int64)
     cell_first = 0  # the cell's first plane
+    cap = (2.0 * side) ** 2  # a neighbour counts at most two fine cells away
     for p in range(n_planes):
         if p == 0 or plane_cell[p] != plane_cell[p - 1]:  # a new cell: one pass over its points
             cell_first, first_cell, last_cell = p, rows[plane_cell[p], 0], rows[plane_cell[p], per_cell]
@@ -258,7 +259,7 @@ def patch_reach(
             sample = start + (2 * s + 1) * count // (2 * REACH_SAMPLES)
             n, key = members[sample], keys[sample]
             lx, ly, lz = key // (per_cell * per_cell), key // per_cell % per_cell, key % per_cell
-            near[:] = np.inf
+            near[:] = cap  # a point farther off counts as at the cap, as does none (see below)
             at = 0  # the rows below are searched in increasing key order
             for jx in range(max(lx - 1, 0), min(lx + 1, per_cell - 1) + 1):
                 for jy in range(max(ly - REACH_WINDOW, 0), min(ly + REACH_WINDOW, per_cell - 1) + 1):
@@ -275,12 +276,14 @@ def patch_reach(
                             points[m, 2] - points[n, 2],
                         )
                         d = np.float64(dx * dx + dy * dy + dz * dz)
+                        if d >= near[use - 1]:  # no nearer than the farthest kept (most are not)
+                            continue
                         for slot in range(use):  # sink d into the sorted nearest
                             if d < near[slot]:
                                 d, near[slot] = near[slot], d
             total = 0.0
             for slot in range(use):
-                total += np.sqrt(min(near[slot], (2.0 * side) ** 2))  # none nearer within a cell: a cell away
+                total += np.sqrt(near[slot])
             found[s] = scale * total / use
         reach[p] = np.sort(found)[REACH_RANK]
     return reach
