@@ -7,8 +7,9 @@ once its index file carries that hash, so a re-run resumes where a killed one st
 rebuilds what changed.
 
 Units are built one after another in this process, or in worker processes forked from a
-server that has already imported and warmed the build code; both die with the build. One
-build at a time writes to an output root (an OS file lock held for the whole build).
+server that has already imported and warmed the build code, each building runs of consecutive
+units (unit_runs); both die with the build. One build at a time writes to an output root (an
+OS file lock held for the whole build).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .record import Dropped, Skip
 from .sources import SequencePlan, Source, UnitPlan
 
 log = logging.getLogger(__name__)
+RUNS_PER_WORKER = 4  # see unit_runs
 
 
 class BuildSummary(TypedDict):
@@ -69,15 +71,12 @@ def build(
         if context is None:
             _build_here(source, out, todo, on_frame=lambda: bar.update(1))
         else:
-            # largest units first: workers take them in submission order, so the short ones (a
-            # sequence's last, partial unit) fill in at the end instead of leaving a worker idle
-            by_size = sorted(todo, key=lambda unit: len(unit.frames), reverse=True)
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent)
             with pool:
-                futures = {pool.submit(_build_unit, source, out, unit): unit for unit in by_size}
+                futures = {pool.submit(_build_run, source, out, run): run for run in unit_runs(todo, workers)}
                 for future in as_completed(futures):
                     future.result()
-                    bar.update(len(futures[future].frames))
+                    bar.update(_frames(futures[future]))
         bar.close()
         return _record(out, source, sequences)
 
@@ -131,10 +130,32 @@ def _fill_unit(
     return writer, skipped, dropped
 
 
-def _build_unit(source: Source, out: Path, unit: UnitPlan) -> None:
-    """Build one unit and commit it atomically (a worker's job)."""
-    writer, skipped, dropped = _fill_unit(source, out, unit)
-    writer.commit(unit.config_hash, skipped, dropped)
+def unit_runs(units: list[UnitPlan], workers: int) -> list[list[UnitPlan]]:
+    """The units (in plan order) cut into runs of consecutive units of one sequence, each one
+    worker's job, largest first. A worker keeps what neighbouring units share: a static-cloud
+    window is prepared once per worker for every unit it covers, so units handed out one by
+    one, each to whichever worker was free, had every worker prepare most windows anew. A run
+    holds at most total frames / (RUNS_PER_WORKER * workers) frames (one unit at least), so
+    that the last runs still keep every worker busy; largest first, so that the short ones (a
+    sequence's last) fill in at the end instead of leaving a worker idle."""
+    limit = sum(len(unit.frames) for unit in units) // (RUNS_PER_WORKER * workers)
+    runs: list[list[UnitPlan]] = []
+    for unit in units:
+        last = runs[-1] if runs else None
+        if last and last[-1].sequence == unit.sequence and _frames(last) + len(unit.frames) <= limit:
+            last.append(unit)
+        else:
+            runs.append([unit])
+    return sorted(runs, key=_frames, reverse=True)
+
+
+def _frames(units: list[UnitPlan]) -> int:
+    return sum(len(unit.frames) for unit in units)
+
+
+def _build_run(source: Source, out: Path, run: list[UnitPlan]) -> None:
+    """Build a run of units, each committed atomically (a worker's job)."""
+    _build_here(source, out, run, on_frame=lambda: None)
 
 
 def _build_here(source: Source, out: Path, units: list[UnitPlan], on_frame: Callable[[], None]) -> None:

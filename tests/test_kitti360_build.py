@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from preprocess.driver import build
+from preprocess.driver import build, unit_runs
 from preprocess.errors import InputError
+from preprocess.sources import UnitPlan
 from preprocess.sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
-from shards import ARRAY_NAMES, ShardStore
+from shards import ARRAY_NAMES, ImageSize, ShardStore
 from shards.layout import INDEX_DIR
 
 from .conftest import clone_tree, replace_file
@@ -207,3 +208,29 @@ def test_stats_cli_table_plots_and_sparse_warning(built, tmp_path):
     assert "building_rich" in text and "road" in text and "too sparse to supervise depth" in text
     for name in ("coverage_hist.png", "building_ratio_hist.png", "strata_counts.png", "samples.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_workers_take_runs_of_neighbouring_units():
+    """Units go to workers in runs of consecutive units of one sequence (so that a worker's
+    units share its prepared static windows), at most total frames / (4 * workers) frames
+    each, largest first; every unit in exactly one run, in plan order within it."""
+    size = ImageSize(height=4, width=8)
+
+    def unit(sequence: str, first: int, count: int) -> UnitPlan:
+        return UnitPlan(sequence, f"{first:010d}", size, {f: None for f in range(first, first + count)}, "h")
+
+    units = (
+        [unit("a", 16 * k, 16) for k in range(10)]
+        + [unit("b", 16 * k, 16) for k in range(5)]
+        + [unit("b", 80, 4)]
+    )
+    runs = unit_runs(units, workers=2)  # 244 frames: runs of at most 30
+    assert [[u.name for u in run] for run in runs[:1]] == [["0000000064", "0000000080"]]  # 20 frames, first
+    assert [len(run) for run in runs[1:]] == [1] * 14
+    runs = unit_runs(units, workers=1)  # runs of at most 61 frames
+    assert sorted((run[0].sequence, [u.name for u in run]) for run in runs) == sorted(
+        [("a", [units[k].name for k in range(i, min(i + 3, 10))]) for i in range(0, 10, 3)]
+        + [("b", [u.name for u in units[10:13]]), ("b", [u.name for u in units[13:16]])]
+    )
+    frames = [sum(len(u.frames) for u in run) for run in runs]
+    assert frames == sorted(frames, reverse=True)
