@@ -66,8 +66,7 @@ def build(
         todo = [u for sequence in sequences for u in _pending_units(out, source.dataset, sequence, force)]
         total = sum(len(sequence.units) for sequence in sequences)
         log.info("%d of %d units to build (%d already complete)", len(todo), total, total - len(todo))
-        frames = sum(len(unit.frames) for unit in todo)
-        bar = tqdm(total=frames, unit="frame", desc=source.progress_label, disable=not progress)
+        bar = tqdm(total=_frames(todo), unit="frame", desc=source.progress_label, disable=not progress)
         if context is None:
             _build_here(source, out, todo, on_frame=lambda: bar.update(1))
         else:
@@ -138,7 +137,7 @@ def unit_runs(units: list[UnitPlan], workers: int) -> list[list[UnitPlan]]:
     holds at most total frames / (RUNS_PER_WORKER * workers) frames (one unit at least), so
     that the last runs still keep every worker busy; largest first, so that the short ones (a
     sequence's last) fill in at the end instead of leaving a worker idle."""
-    limit = sum(len(unit.frames) for unit in units) // (RUNS_PER_WORKER * workers)
+    limit = _frames(units) // (RUNS_PER_WORKER * workers)
     runs: list[list[UnitPlan]] = []
     for unit in units:
         last = runs[-1] if runs else None

@@ -1,7 +1,7 @@
 """Model of how many static-cloud windows a multi-worker build prepares, and how long it takes,
 with the driver's scheduling (runs of consecutive units, `preprocess.driver.unit_runs`) against
 handing units out one at a time. No data is read: a frame costs one time step, preparing a
-window --prep steps, and each worker keeps its last three windows (as WINDOW_CACHE does).
+window --prep steps, and each worker keeps its last CACHED_WINDOWS windows (as WINDOW_CACHE does).
 
 The default layout is KITTI-360's nine training sequences (their raw frame counts, roughly),
 cut into --chunk-frames units, with windows of --window-frames frames overlapping by
@@ -18,13 +18,13 @@ from collections import OrderedDict
 
 from preprocess.driver import unit_runs
 from preprocess.sources import UnitPlan
+from preprocess.sources.kitti360.static_depth import CACHED_WINDOWS
 from shards import ImageSize
 
 KITTI360_FRAMES = {
     "0000": 11518, "0002": 19240, "0003": 1031, "0004": 11587, "0005": 6743,
     "0006": 9699, "0007": 3396, "0009": 14056, "0010": 3836,
 }  # fmt: skip
-CACHED_WINDOWS = 3
 
 
 def window_starts(frames: int, span: int, overlap: int) -> list[int]:
