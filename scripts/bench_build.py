@@ -22,7 +22,9 @@ of both, their ratio (the pair of runs with the median ratio; every ratio listed
 worker's peak memory. The windows' preparation (read, grids, planes and patches, levels of
 detail; surfels are fitted later, as frames first may show them) is timed apart, and so are
 rendering the windows (drawing patches, fitting and drawing discs) and the label check and
-merge with LiDAR.
+merge with LiDAR. Both builds' system CPU time is printed too: the two prepared windows are
+about 0.8 GiB of fresh memory, whose pages the kernel zeroes on first touch, and where a
+virtual machine's host backs its memory lazily that costs far more than on bare metal.
 Usage: python scripts/bench_build.py [--frames 60] [--chunk-frames 128] [--repeat 3] [--workdir DIR]
        [--checksum-cost] [--cloud-points 15000000] [--cloud-frames 470] [--only-clouds]
 """
@@ -212,10 +214,10 @@ def confined_build(root: Path, out: Path, config: Kitti360Config, workers: int) 
 
 PROBE_SPACING = 0.5  # metres: a cheap sampling whose point count scales to any spacing
 
-# one worker building in a fresh process: (seconds, peak resident GiB, frames, and the seconds
+# one worker building in a fresh process: (seconds, peak resident GiB, frames, the seconds
 # spent preparing static windows, rendering them (patches and discs), and checking labels
-# and merging with LiDAR; wall time on the build's one core, which its read-ahead and writer
-# threads share)
+# and merging with LiDAR (wall time on the build's one core, which its read-ahead and writer
+# threads share), then the build's user and system CPU seconds)
 MEMORY_BUILD = """
 import json, resource, sys, time
 from pathlib import Path
@@ -237,10 +239,11 @@ source.render_clouds = timed("render", source.render_clouds)
 source.check_labels = timed("merge", source.check_labels)
 source.merge_depth = timed("merge", source.merge_depth)
 config = Kitti360Config(chunk_frames=int(sys.argv[4]), static_clouds=sys.argv[5] == "1")
-start = time.perf_counter()
+before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
 frames = fresh_build(Path(sys.argv[2]), Path(sys.argv[3]), config, 1)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-print(json.dumps([time.perf_counter() - start, peak, frames, *spent.values()]))
+seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+cpu = [after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime]
+print(json.dumps([seconds, after.ru_maxrss / 2**20, frames, *spent.values(), *cpu]))
 """
 
 
@@ -290,7 +293,7 @@ def cloud_rows(work: Path, frames: int, points: int, chunk_frames: int, repeat: 
     for clouds, label in (("0", "LiDAR only"), ("1", "LiDAR + static clouds")):
         seconds, peak, n = runs[clouds][:3]
         print(f"{label:32s} {n:7d} {seconds:8.2f} {n / seconds:9.2f} {peak:9.2f}")
-    (t0, _, n0, *_), (t1, _, n1, prep, render, merge) = runs["0"], runs["1"]
+    (t0, _, n0, *_, user0, sys0), (t1, _, n1, prep, render, merge, user1, sys1) = runs["0"], runs["1"]
     lidar_fps = n0 / t0
     print(
         f"frames/s with clouds / LiDAR only: {(n1 / t1) / lidar_fps:.2f} "
@@ -310,6 +313,10 @@ def cloud_rows(work: Path, frames: int, points: int, chunk_frames: int, repeat: 
     print(
         f"without the preparation: {1 / per_frame:.2f} frames/s, "
         f"{1 / per_frame / lidar_fps:.2f} of LiDAR only"
+    )
+    print(
+        f"CPU time, user + system: LiDAR only {user0:.1f} + {sys0:.1f} s, with clouds {user1:.1f} + "
+        f"{sys1:.1f} s (system: mostly the kernel zeroing the fresh pages the prepared windows take)"
     )
 
 
