@@ -298,13 +298,14 @@ def _in_plane(points: np.ndarray, m: int, frame: np.ndarray) -> tuple[float, flo
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _nearby_owner(owner: np.ndarray, base: int, nv: int, tu: int, tv: int) -> int:
-    """The point texel (tu, tv) names, or if it holds none, the first named among the 8 around
-    it (a covered texel lies within a texel of a point's: its disc reaches one texel)."""
+def _nearby_owner(owner: np.ndarray, base: int, nu: int, nv: int, tu: int, tv: int) -> int:
+    """The point texel (tu, tv) of an nu x nv grid names, or if it holds none, the first named
+    among the 8 around it in the grid (a covered texel lies within a texel of a point's: its
+    disc reaches one texel)."""
     named = owner[base + tu * nv + tv]
     for du in range(-1, 2):
         for dv in range(-1, 2):
-            if named < 0:
+            if named < 0 and 0 <= tu + du < nu and 0 <= tv + dv < nv:
                 named = owner[base + (tu + du) * nv + tv + dv]
     return named
 
@@ -434,5 +435,5 @@ def draw_patches(
                 if (bits[word_base + su * words + (sv >> 6)] >> np.uint64(sv & 63)) & np.uint64(1):
                     depth[i, j] = zt
                     winner[i, j] = winner_offset + _nearby_owner(
-                        owner, base, nv, su // SUBTEXELS, sv // SUBTEXELS
+                        owner, base, nu, nv, su // SUBTEXELS, sv // SUBTEXELS
                     )

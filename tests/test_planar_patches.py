@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from preprocess.planar_patches import _nearby_owner
 from preprocess.sources.kitti360.static_depth import StaticSettings, prepare_window, render_clouds
 
 from .support.surfel_scene import (
@@ -121,3 +122,13 @@ def test_points_along_a_line_make_no_patch(tmp_path):
     pole = np.column_stack([rng.normal(0, 0.002, 400), rng.uniform(-1, 1, 400), rng.normal(5, 0.002, 400)])
     prepared = prepare_window(write_window(tmp_path, pole), PATCHES)
     assert len(prepared.patches[1]) == 0 and not _on_patches(prepared).any()
+
+
+def test_an_empty_texel_takes_its_point_from_its_own_grid_only():
+    """A covered texel holding no point takes the first point named around it, in its own
+    grid: at the grid's first row, the texels 'above' are the last row of the grid laid out
+    before, another plane's, and never looked at."""
+    owner = np.full(2 * 3 * 3, -1, np.int32)  # two planes' 3 x 3 grids, one after the other
+    owner[8] = 7  # the first grid's texel (2, 2)
+    owner[9 + 1 * 3 + 2] = 42  # the second grid's texel (1, 2)
+    assert _nearby_owner(owner, 9, 3, 3, 0, 1) == 42
