@@ -3,11 +3,11 @@ instead of as the discs of their points.
 
 Drawn as surfels, a plane costs a fitted disc per point and a footprint test per disc and
 frame. Drawn as a patch, it costs one ray/plane intersection per pixel it may cover, and no
-fit. A patch covers what its points' discs would cover, rasterised once per window into a
-grid of sub-texels in the plane, one bit each (build_patches); each texel names a point
-there, for the winner and its label. A pixel takes the plane's depth where its centre ray
-meets the plane in a covered sub-texel (draw_patches): exact on planar surfaces, as a disc
-is. Points on no plane (edges, clutter, small objects) stay surfels.
+fit. A patch covers what its points' discs would cover, rasterised into a grid of sub-texels
+in the plane, one bit each, the first time a frame draws its cell (build_cell_patches); each
+texel names a point there, for the winner and its label. A pixel takes the plane's depth
+where its centre ray meets the plane in a covered sub-texel (draw_patches): exact on planar
+surfaces, as a disc is. Points on no plane (edges, clutter, small objects) stay surfels.
 """
 
 from __future__ import annotations
@@ -41,37 +41,53 @@ def _plane_axes(nx: float, ny: float, nz: float) -> tuple:
 
 
 @nb.njit(cache=True, nogil=True)
-def build_patches(
-    points: np.ndarray,
-    plane_of: np.ndarray,
-    planes: np.ndarray,
-    reach: np.ndarray,
-    box_lo: np.ndarray,
-    box_hi: np.ndarray,
-    runs_on: np.ndarray,
-    edge_scale: float,
-) -> tuple:
-    """Rasterise each plane's cover: where its points' discs of radius reach[p] (projected
-    onto the plane) would cover it, as their surfels would. A texel is reach[p] wide and holds
-    SUBTEXELS x SUBTEXELS sub-texels, each one bit; a sub-texel is covered when its centre lies
-    within reach of the centre of a sub-texel holding a point. Where the surface ends, the cover is then
-    pulled back to edge_scale * reach past its last points (_trim_edges), as a surfel at an
-    edge shrinks; near a face of its cell (box_lo[p]..box_hi[p]) across which it runs on
-    (runs_on, see continuations), it is left whole, so the two cells' covers overlap as
-    their discs would. A texel holding points names the first (draw_patches looks next to a
-    covered texel that holds none).
+def patch_grids(points: np.ndarray, plane_of: np.ndarray, planes: np.ndarray, reach: np.ndarray) -> tuple:
+    """Each plane's grid of texels reach[p] wide (see build_cell_patches), laid out once per
+    window; the grids' bits and texel owners are allocated but not filled, as
+    build_cell_patches fills a cell's the first time a frame draws the cell: pages of cells
+    that no frame draws (the backs and roofs of buildings, hidden in every frame) are never
+    touched, so never take memory.
 
     Returns frames (P, 4, 3): grid origin, axis a, axis b and normal (world); dims (P, 3):
     texels along a and b, 64-bit words per row of sub-texels; texel offsets (P + 1,) into
     owner (int32); word offsets (P + 1,) into bits (uint64, a patch's rows one after another:
     sub-texel (su, sv) is bit sv % 64 of word su * dims[p, 2] + sv // 64); texel sides (P,);
-    the cover's box in the plane (P, 4): a from, a to, b from, b to (metres from the origin)."""
-    n_planes = planes.shape[0]
+    the cover's box in the plane (P, 4): a from, a to, b from, b to (metres from the origin),
+    set when the cell is built."""
     frames = _plane_frames(planes)
     dims, texel_offsets, word_offsets, sides = _grid_layout(points, plane_of, frames, reach)
-    bits = np.zeros(word_offsets[n_planes], dtype=np.uint64)
-    owner = np.full(texel_offsets[n_planes], -1, dtype=np.int32)
-    for m in range(points.shape[0]):  # each point seeds its sub-texel and names its texel first
+    owner = np.empty(texel_offsets[-1], dtype=np.int32)  # allocated here, not by NumPy: no huge
+    bits = np.empty(word_offsets[-1], dtype=np.uint64)  # pages, so an untouched 4 KiB stays free
+    return frames, dims, texel_offsets, owner, word_offsets, bits, sides, np.zeros((planes.shape[0], 4))
+
+
+@nb.njit(cache=True, nogil=True)
+def build_cell_patches(cell: int, fine: tuple, patches: tuple) -> None:
+    """Rasterise the covers of coarse cell `cell`'s planes, once (marking it built): where
+    their points' discs of radius reach[p] (projected onto the plane) would cover them, as
+    their surfels would. A texel is reach[p] wide and holds SUBTEXELS x SUBTEXELS sub-texels,
+    each one bit; a sub-texel is covered when its centre lies within reach of the centre of a
+    sub-texel holding a point. Where the surface ends, the cover is then pulled back to
+    edge_scale * reach past its last points (_trim_edges), as a surfel at an edge shrinks;
+    near a face of its cell (box_lo[p]..box_hi[p]) across which it runs on (runs_on, see
+    continuations), it is left whole, so the two cells' covers overlap as their discs would.
+    A texel holding points names the first (draw_patches looks next to a covered texel that
+    holds none). A plane's points all lie in its cell, so a cell's covers need only its own
+    points: those of the fine grid `fine` (see surfels.fit_surfels) in its rows.
+
+    `patches` = (cell_first, then patch_grids' eight arrays, then built (C,) bool, each
+    point's plane plane_of (int32, -1: none), reach (P,), box_lo and box_hi (P, 3), runs_on
+    (P, 6), edge_scale)."""
+    points, cell_starts, rows, per_cell = fine[0], fine[2], fine[3], fine[8]
+    cell_first, frames, dims, texel_offsets = patches[0], patches[1], patches[2], patches[3]
+    owner, word_offsets, bits, sides, boxes = patches[4], patches[5], patches[6], patches[7], patches[8]
+    built, plane_of, reach, box_lo, box_hi = patches[9], patches[10], patches[11], patches[12], patches[13]
+    runs_on, edge_scale = patches[14], patches[15]
+    first, last = cell_first[cell], cell_first[cell + 1]
+    owner[texel_offsets[first] : texel_offsets[last]] = -1
+    bits[word_offsets[first] : word_offsets[last]] = 0
+    # each point seeds its sub-texel and names its texel first
+    for m in range(cell_starts[rows[cell, 0]], cell_starts[rows[cell, per_cell]]):
         p = plane_of[m]
         if p < 0:
             continue
@@ -81,21 +97,21 @@ def build_patches(
         at = texel_offsets[p] + (su // SUBTEXELS) * dims[p, 1] + sv // SUBTEXELS
         if owner[at] < 0:
             owner[at] = m
-    scratch = np.zeros(0, dtype=np.uint64)
-    boxes = np.zeros((n_planes, 4))
-    for p in range(n_planes):
-        rows, words = SUBTEXELS * dims[p, 0], dims[p, 2]
-        if scratch.shape[0] < 4 * rows * words:
-            scratch = np.zeros(4 * rows * words, dtype=np.uint64)
-        grid = bits[word_offsets[p] : word_offsets[p + 1]].reshape(rows, words)
-        work = scratch[: 4 * rows * words].reshape(4, rows, words)  # seeds, two for _dilate, erosion
+    largest = 0
+    for p in range(first, last):
+        largest = max(largest, 4 * SUBTEXELS * dims[p, 0] * dims[p, 2])
+    scratch = np.empty(largest, dtype=np.uint64)
+    for p in range(first, last):
+        rows_p, words = SUBTEXELS * dims[p, 0], dims[p, 2]
+        grid = bits[word_offsets[p] : word_offsets[p + 1]].reshape(rows_p, words)
+        work = scratch[: 4 * rows_p * words].reshape(4, rows_p, words)  # seeds, two for _dilate, erosion
         work[0] = grid
         r, columns = reach[p] * SUBTEXELS / sides[p], SUBTEXELS * dims[p, 1]
         _dilate(work[0], grid, r, columns, work[1:3])
         _trim_edges(grid, columns, frames[p], sides[p] / SUBTEXELS, (1.0 - edge_scale) * r, box_lo[p],
                     box_hi[p], runs_on[p], reach[p], work)  # fmt: skip
         boxes[p] = _cover_box(grid) * (sides[p] / SUBTEXELS)
-    return frames, dims, texel_offsets, owner, word_offsets, bits, sides, boxes
+    built[cell] = True
 
 
 @nb.njit(cache=True, nogil=True)
@@ -117,7 +133,7 @@ def _grid_layout(points: np.ndarray, plane_of: np.ndarray, frames: np.ndarray, r
     """Each patch's grid: texels reach[p] wide (at least MIN_TEXEL) covering its points and a
     margin of reach plus a texel, so that the cover's every edge lies inside; moves each
     frame's origin to its grid's corner. Returns dims, texel offsets, word offsets, sides
-    (see build_patches)."""
+    (see patch_grids)."""
     n_planes = frames.shape[0]
     lo = np.full((n_planes, 2), np.inf)
     hi = np.full((n_planes, 2), -np.inf)
@@ -373,9 +389,9 @@ def draw_patches(
     plane in a covered sub-texel, nearer than what the pixel holds, takes that depth and the
     texel's point as winner. Rays meeting the plane more edge-on than min_cos are skipped, as
     for discs. Only the pixels inside the outline of the patch's cover are tried, row by row.
-    `patches` = (cell_first, frames, dims, texel offsets, owner, word offsets, bits, texel
-    sides, cover boxes) (build_patches)."""
-    _, frames, dims, offsets, owner, word_offsets, bits, sides, boxes = patches
+    `patches`: see build_cell_patches; patches first..last-1 are built."""
+    frames, dims, offsets, owner = patches[1], patches[2], patches[3], patches[4]
+    word_offsets, bits, sides, boxes = patches[5], patches[6], patches[7], patches[8]
     height, width = depth.shape
     fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
     corners = np.empty((4, 3))

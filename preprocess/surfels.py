@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .planar_patches import draw_patches
+from .planar_patches import build_cell_patches, draw_patches
 from .surface_kernels import covered, normal_about, ray_plane_depth
 
 NO_NORMAL = 0.0  # a zero normal: no reliable plane (edges, clutter); the disc then faces the camera
@@ -757,7 +757,8 @@ def splat_surfels(
     that one whose whole image rectangle is already covered by nearer depth (a building's
     back, the row behind a facade, ground under objects) is skipped unread. A cell's planar
     patches (`patches`, cell c's are patches[0][c]:patches[0][c+1], see
-    planar_patches.draw_patches) are drawn before its discs. Its discs are drawn from its
+    planar_patches.build_cell_patches) are drawn before its discs, built (in place) the first
+    time a frame draws the cell. Its discs are drawn from its
     coarsest level (detail_levels) whose cube side is at most lod_pixels pixels at the cell's
     nearest depth, each disc then at least as wide as that side, so the level's one point per
     cube closes the surface.
@@ -807,6 +808,8 @@ def splat_surfels(
         level = 0
         while level + 1 < level_sizes.shape[0] and level_sizes[level + 1] * pixel <= lod_pixels * near[at]:
             level += 1
+        if not patches[9][cell]:
+            build_cell_patches(cell, fine, patches)
         draw_patches(
             patch_first[cell], patch_first[cell + 1], patches, R, t, K, depth, winner, winner_offset,
             min_depth, max_depth, min_cos,

@@ -13,7 +13,7 @@ import numpy as np
 from . import driver  # noqa: F401  (the workers' own imports)
 from .cell_planes import continuations, extract_planes, patch_reach
 from .kernels import NO_LABELS, depth_to_world, register_sweep, remove_occluded, zbuffer_points
-from .planar_patches import build_patches
+from .planar_patches import patch_grids
 from .sources import kitti360  # noqa: F401  (the source `kitti360-prep build` runs in workers)
 from .sources.kitti360.static_depth import CloudDepth, drop_disagreeing, merge_depth
 from .sources.kitti360.static_ply import (
@@ -68,8 +68,9 @@ def _run_kernels_once() -> None:
     blocks = (starts, cloud, cloud, np.zeros(1, np.float32), np.ones(1, np.int64), 0.5)
     plane_of = np.zeros(1, np.int32)
     planes, _ = extract_planes(cloud, starts, 0.01, 1, plane_of)
-    grids = build_patches(cloud, plane_of, planes, np.zeros(0), box, box, np.zeros((0, 6), np.bool_), 0.5)
-    patches = (np.zeros(2, np.int64), *grids)
+    runs_on, unbuilt = np.zeros((0, 6), np.bool_), np.zeros(1, np.bool_)
+    grids = patch_grids(cloud, plane_of, planes, np.zeros(0))
+    patches = (np.zeros(2, np.int64), *grids, unbuilt, plane_of, np.zeros(0), box, box, runs_on, 0.5)
     continuations(planes, np.zeros(0, np.int64), one, np.ones(3, np.int64), 0.01)
     patch_reach(fine, np.zeros(1, np.int32), one, 4, 0.9)
     splat_surfels(

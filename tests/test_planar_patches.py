@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from preprocess.planar_patches import _nearby_owner
+from preprocess.planar_patches import _nearby_owner, build_cell_patches
 from preprocess.sources.kitti360.static_depth import StaticSettings, prepare_window, render_clouds
 
 from .support.surfel_scene import (
@@ -122,6 +122,29 @@ def test_points_along_a_line_make_no_patch(tmp_path):
     pole = np.column_stack([rng.normal(0, 0.002, 400), rng.uniform(-1, 1, 400), rng.normal(5, 0.002, 400)])
     prepared = prepare_window(write_window(tmp_path, pole), PATCHES)
     assert len(prepared.patches[1]) == 0 and not _on_patches(prepared).any()
+
+
+def test_a_cell_is_built_when_a_frame_first_draws_it_and_a_hidden_one_never(tmp_path):
+    """A wall 2 m behind a wider one that hides it from the camera: the hidden wall's cell is
+    culled in every frame, so its patch is never built (nor its grid's pages touched), and
+    the depth and winners are those of a window whose every cell was built up front."""
+    rng = np.random.default_rng(9)
+    front = jittered_plane(rng, (-2.0, -1.5, 4.0), (1, 0, 0), (0, 1, 0), 80, 60, 0.05)
+    hidden = jittered_plane(rng, (-0.5, -0.5, 6.0), (1, 0, 0), (0, 1, 0), 20, 20, 0.05)
+    window = write_window(tmp_path, np.concatenate([front, hidden]))
+    lazy, eager = prepare_window(window, PATCHES), prepare_window(window, PATCHES)
+    for cell in range(len(eager.fine[4])):
+        build_cell_patches(cell, eager.fine, eager.patches)
+    K_fine, shape = np.array([[200.0, 0.0, 63.5], [0.0, 200.0, 47.5], [0.0, 0.0, 1.0]]), (96, 128)
+    drawn = render_clouds([lazy], np.eye(4), K_fine, shape, 0.5, 50.0, PATCHES)
+    every = render_clouds([eager], np.eye(4), K_fine, shape, 0.5, 50.0, PATCHES)
+    np.testing.assert_array_equal(drawn.depth, every.depth)
+    np.testing.assert_array_equal(drawn.winner, every.winner)
+    assert (drawn.depth == 4.0).all()
+    built, with_planes = lazy.patches[9], np.diff(lazy.patches[0]) > 0
+    behind = lazy.cells[3][:, 2] > 5.0  # cell boxes start at their points less max_radius
+    assert (with_planes & behind).any() and not built[behind].any()
+    assert built[with_planes & ~behind].any()
 
 
 def test_an_empty_texel_takes_its_point_from_its_own_grid_only():

@@ -3,13 +3,15 @@
 A window is prepared once per worker process (kept in a small cache, so the units that share
 it reuse it): its points are sorted into a coarse grid, each coarse cell holding a fine grid
 (for neighbour search). A cell's largest planes become planar patches (cell_planes.py,
-planar_patches.py): most of a street lies on them. Its other points get nested levels of
-detail (for drawing), and each becomes a surfel (normal and radius from its k nearest
-neighbours) the first time a frame may show it. A frame's cloud depth renders the patches
-and surfels of every window that covers the frame (surfels.py), keeps a pixel only where the
-winning point's 3D label agrees with the frame's 2D label (so ground never shows through a
-facade missing from the cloud, nor static road through a car that is there now), then
-merges with the LiDAR depth under one rule (`merge_depth`).
+planar_patches.py), rasterised the first time a frame draws the cell (about half a street's
+cells, the backs and roofs of buildings, are hidden in every frame): most of a street lies
+on them. Its other points get nested levels of detail (for drawing), and each becomes a
+surfel (normal and radius from its k nearest neighbours) the first time a frame may show it.
+A frame's cloud depth renders the patches and surfels of every window that covers the frame
+(surfels.py), keeps a pixel only where the winning point's 3D label agrees with the frame's
+2D label (so ground never shows through a facade missing from the cloud, nor static road
+through a car that is there now), then merges with the LiDAR depth under one rule
+(`merge_depth`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 
 from ...cell_planes import continuations, extract_planes, patch_reach
 from ...errors import InputError
-from ...planar_patches import build_patches
+from ...planar_patches import patch_grids
 from ...surfels import (
     BLOCK_POINTS,
     UNFITTED,
@@ -83,7 +85,7 @@ class SurfelWindow:
     points: np.ndarray  # (N, 3) float32 world, by coarse cell, then fine cell within it
     labels: np.ndarray  # (N,) uint8 KITTI-360 label ids
     fine: tuple  # the fine grid over `points`: see fit_surfels
-    patches: tuple  # each cell's planar patches: see planar_patches.draw_patches
+    patches: tuple  # each cell's planar patches, built as frames draw it: see planar_patches
     disc_points: np.ndarray  # (D, 3) float32: the points on no patch, in drawing order (cell, level)
     disc_ids: np.ndarray  # (D,) int64: their ids (indices into points)
     normals: np.ndarray  # (D, 3) float32 (zero: no plane); valid where fitted
@@ -130,8 +132,7 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
         blocks = (starts, points, points, np.zeros(0, np.float32), none, 0.0)
         dims, lo = np.ones(3, np.int64), np.zeros(3)
         fine = (points, none.astype(np.int32), starts, np.zeros((0, 2), np.int32), none, dims, lo, 1.0, 1)
-        no_planes = (np.zeros(0, np.int32), np.zeros((0, 4)), np.zeros(0), box, box, np.zeros((0, 6), bool))
-        patches = (starts, *build_patches(points, *no_planes, settings.edge_radius_scale))
+        patches = planar_patches(fine, none.astype(np.int32), np.zeros((0, 4)), none, settings)
         return SurfelWindow(
             window.path.name, points, labels, fine, patches, points, none, points.copy(),
             np.zeros(0, np.float32), cells, blocks, nonfinite,
@@ -161,7 +162,7 @@ def prepare_window(window: Window, settings: StaticSettings) -> SurfelWindow:
     plane_of = order  # the order's memory, read for the last time by the gather, holds each point's plane
     del order
     planes, plane_cell = find_planes(points, cell_starts, settings, plane_of)
-    patches = planar_patches(fine, plane_of, planes, plane_cell, settings)
+    patches = planar_patches(fine, plane_of, planes, plane_cell, settings)  # keeps plane_of
     sizes = detail_sizes(spacing, settings.max_radius)
     disc_ids, disc_starts, level_ends = detail_levels(points, cell_starts, sizes, plane_of >= 0)
     del plane_of
@@ -193,15 +194,16 @@ def planar_patches(
     fine: tuple, plane_of: np.ndarray, planes: np.ndarray, plane_cell: np.ndarray, settings: StaticSettings
 ) -> tuple:
     """The planes of the points in the fine grid `fine` as patches, for draw_patches: each
-    covers what its points' discs would (patch_reach, build_patches)."""
+    covers what its points' discs would (patch_reach, build_cell_patches). Only their grids
+    are laid out here: a cell's are filled the first time a frame draws it, from what this
+    tuple keeps (each point's plane among it)."""
     reach = patch_reach(fine, plane_of, plane_cell, settings.spacing_neighbours, settings.radius_scale)
     box_lo, box_hi = cell_boxes(fine, plane_cell)
     runs_on = continuations(planes, plane_cell, fine[4], fine[5], settings.plane_tolerance)
-    grids = build_patches(
-        fine[0], plane_of, planes, reach, box_lo, box_hi, runs_on, settings.edge_radius_scale
-    )
+    grids = patch_grids(fine[0], plane_of, planes, reach)
     cell_first = np.searchsorted(plane_cell, np.arange(len(fine[4]) + 1)).astype(np.int64)
-    return (cell_first, *grids)
+    built = cell_first[1:] == cell_first[:-1]  # a cell without planes has nothing to build
+    return (cell_first, *grids, built, plane_of, reach, box_lo, box_hi, runs_on, settings.edge_radius_scale)
 
 
 def cell_boxes(fine: tuple, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
