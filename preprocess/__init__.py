@@ -17,4 +17,9 @@
 - manifest.py: config hashes, input fingerprints, OUT/manifest.json
 - data_summary.py, summary_plots.py: `kitti360-prep stats`; verify.py: `kitti360-prep verify`
 - synthetic/: the synthetic KITTI-360 scene with exact ground truth (`kitti360-prep synth`)
+- kernel_cache.py: where Numba caches the kernels (a folder per version of these sources)
 """
+
+from .kernel_cache import use_source_keyed_cache
+
+use_source_keyed_cache()  # before any module here defines a kernel
