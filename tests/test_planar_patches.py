@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from preprocess.planar_patches import _nearby_owner, build_cell_patches
+from preprocess.planar_patches import _nearby_owner
 from preprocess.sources.kitti360.static_depth import StaticSettings, prepare_window, render_clouds
 
 from .support.surfel_scene import (
@@ -18,6 +18,7 @@ from .support.surfel_scene import (
     GROUND_Y,
     SHAPE,
     K,
+    build_every_patch,
     jittered_plane,
     scene_window,
     views,
@@ -133,8 +134,7 @@ def test_a_cell_is_built_when_a_frame_first_draws_it_and_a_hidden_one_never(tmp_
     hidden = jittered_plane(rng, (-0.5, -0.5, 6.0), (1, 0, 0), (0, 1, 0), 20, 20, 0.05)
     window = write_window(tmp_path, np.concatenate([front, hidden]))
     lazy, eager = prepare_window(window, PATCHES), prepare_window(window, PATCHES)
-    for cell in range(len(eager.fine[4])):
-        build_cell_patches(cell, eager.fine, eager.patches)
+    build_every_patch(eager)
     K_fine, shape = np.array([[200.0, 0.0, 63.5], [0.0, 200.0, 47.5], [0.0, 0.0, 1.0]]), (96, 128)
     drawn = render_clouds([lazy], np.eye(4), K_fine, shape, 0.5, 50.0, PATCHES)
     every = render_clouds([eager], np.eye(4), K_fine, shape, 0.5, 50.0, PATCHES)

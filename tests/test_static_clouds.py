@@ -16,7 +16,6 @@ import pytest
 
 from preprocess.driver import build
 from preprocess.errors import InputError
-from preprocess.planar_patches import build_cell_patches
 from preprocess.sources.kitti360 import DepthSettings, Kitti360Config, Kitti360Source
 from preprocess.sources.kitti360.static_depth import StaticSettings, prepare_window
 from preprocess.sources.kitti360.static_ply import (
@@ -33,6 +32,7 @@ from shards.layout import INDEX_DIR, parse_unit_name
 
 from .conftest import clone_tree, replace_file
 from .support.static_accuracy import built_accuracy
+from .support.surfel_scene import build_every_patch
 from .test_synth import SEQ0, _calibration, _frame_poses
 
 HEADER = (
@@ -150,9 +150,8 @@ def test_a_window_prepares_alike_from_mapped_or_unpacked_rows(tmp_path, syntheti
     unpacked = prepare_window(Window(_write(tmp_path / "b.ply", spoiled), 0, 9), StaticSettings())
     assert (mapped.nonfinite_dropped, unpacked.nonfinite_dropped) == (0, 1)
     assert len(mapped.patches[1]) > 10 and len(mapped.disc_ids) > 10
-    for prepared in (mapped, unpacked):  # every cell's patches, as if each was drawn
-        for cell in range(len(prepared.fine[4])):
-            build_cell_patches(cell, prepared.fine, prepared.patches)
+    for prepared in (mapped, unpacked):
+        build_every_patch(prepared)
     pairs = [(mapped.points, unpacked.points), (mapped.labels, unpacked.labels)]
     pairs += [(mapped.disc_ids, unpacked.disc_ids), *zip(mapped.patches, unpacked.patches, strict=True)]
     for a, b in pairs + list(zip(mapped.fine[:5], unpacked.fine[:5], strict=True)):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from preprocess.planar_patches import build_cell_patches
 from preprocess.sources.kitti360.static_ply import Window, static_vertex_dtype, write_static_ply
 
 SHAPE = (48, 64)
@@ -56,3 +57,9 @@ def views() -> list[np.ndarray]:
         pose[:3, :3], pose[:3, 3] = rot, shift
         poses.append(pose)
     return poses
+
+
+def build_every_patch(prepared) -> None:
+    """Rasterise every cell's patches of a prepared window now, as if each cell was drawn."""
+    for cell in range(len(prepared.fine[4])):
+        build_cell_patches(cell, prepared.fine, prepared.patches)
