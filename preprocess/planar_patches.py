@@ -15,7 +15,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .surface_kernels import covered, cross, ray_plane_depth
+from .surface_kernels import cross, ray_plane_depth
 
 SUBTEXELS = 3  # a texel (as wide as the patch's disc radius) holds 3 x 3 sub-texels, one bit each
 MIN_TEXEL = 1e-4  # metres: the texel of a patch whose points are all isolated (reach 0)
@@ -336,13 +336,14 @@ def _clipped_outline(
     fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
     kept, zmin = 0, np.inf
     for c in range(4):
-        p, q = corners[c], corners[(c + 1) % 4]
+        d = (c + 1) % 4  # corners indexed, not viewed: a view costs two reference-count updates
         for end in range(2):
-            if end == 0 and p[2] >= min_depth:
-                x, y, z = p[0], p[1], p[2]
-            elif end == 1 and (p[2] >= min_depth) != (q[2] >= min_depth):
-                s = (min_depth - p[2]) / (q[2] - p[2])
-                x, y, z = p[0] + s * (q[0] - p[0]), p[1] + s * (q[1] - p[1]), min_depth
+            if end == 0 and corners[c, 2] >= min_depth:
+                x, y, z = corners[c, 0], corners[c, 1], corners[c, 2]
+            elif end == 1 and (corners[c, 2] >= min_depth) != (corners[d, 2] >= min_depth):
+                s = (min_depth - corners[c, 2]) / (corners[d, 2] - corners[c, 2])
+                x = corners[c, 0] + s * (corners[d, 0] - corners[c, 0])
+                y, z = corners[c, 1] + s * (corners[d, 1] - corners[c, 1]), min_depth
             else:
                 continue
             outline[kept, 0], outline[kept, 1] = (fx * x + skew * y) / z + cx, fy * y / z + cy
@@ -371,6 +372,21 @@ def _row_span(outline: np.ndarray, kept: int, row: float, width: int) -> tuple[i
 
 
 @nb.njit(cache=True, nogil=True)
+def _row_spans(outline: np.ndarray, kept: int, i0: int, i1: int, width: int, spans: np.ndarray) -> None:
+    """_row_span of every image row i0..i1 into spans[i - i0]: one call per patch, as one per
+    row, inlined in draw_patches, cost two reference-count updates of the outline each."""
+    for i in range(i0, i1 + 1):
+        spans[i - i0, 0], spans[i - i0, 1] = _row_span(outline, kept, float(i), width)
+
+
+@nb.njit(cache=True, nogil=True)
+def draw_scratch(height: int) -> tuple:
+    """draw_patches' working arrays for images `height` rows high: a cover's corners, its
+    clipped outline, its column span on each row, a patch's axes."""
+    return np.empty((4, 3)), np.empty((CLIP_CORNERS, 2)), np.empty((height, 2), np.int64), np.empty((3, 3))
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def draw_patches(
     first: int,
     last: int,
@@ -384,28 +400,28 @@ def draw_patches(
     min_depth: float,
     max_depth: float,
     min_cos: float,
+    scratch: tuple,
 ) -> None:
     """Draw patches first..last-1 into the z-buffer: a pixel whose centre ray meets a patch's
     plane in a covered sub-texel, nearer than what the pixel holds, takes that depth and the
     texel's point as winner. Rays meeting the plane more edge-on than min_cos are skipped, as
     for discs. Only the pixels inside the outline of the patch's cover are tried, row by row.
-    `patches`: see build_cell_patches; patches first..last-1 are built."""
+    `patches`: see build_cell_patches; patches first..last-1 are built. `scratch`:
+    draw_scratch(), made once per frame (this runs for every cell a frame draws)."""
     frames, dims, offsets, owner = patches[1], patches[2], patches[3], patches[4]
     word_offsets, bits, sides, boxes = patches[5], patches[6], patches[7], patches[8]
     height, width = depth.shape
     fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
-    corners = np.empty((4, 3))
-    outline = np.empty((CLIP_CORNERS, 2))
-    axes = np.empty((3, 3))  # a, b and the normal in the camera frame
-    for p in range(first, last):
-        o = frames[p, 0]
-        ox = R[0, 0] * o[0] + R[0, 1] * o[1] + R[0, 2] * o[2] + t[0]
-        oy = R[1, 0] * o[0] + R[1, 1] * o[1] + R[1, 2] * o[2] + t[1]
-        oz = R[2, 0] * o[0] + R[2, 1] * o[1] + R[2, 2] * o[2] + t[2]
+    corners, outline, spans, axes = scratch  # axes: a, b and the normal in the camera frame
+    for p in range(first, last):  # frames indexed, not viewed: a view costs two reference-count updates
+        o0, o1, o2 = frames[p, 0, 0], frames[p, 0, 1], frames[p, 0, 2]
+        ox = R[0, 0] * o0 + R[0, 1] * o1 + R[0, 2] * o2 + t[0]
+        oy = R[1, 0] * o0 + R[1, 1] * o1 + R[1, 2] * o2 + t[1]
+        oz = R[2, 0] * o0 + R[2, 1] * o1 + R[2, 2] * o2 + t[2]
         for k in range(3):
-            f = frames[p, k + 1]
             for a in range(3):
-                axes[k, a] = R[a, 0] * f[0] + R[a, 1] * f[1] + R[a, 2] * f[2]
+                f0, f1, f2 = frames[p, k + 1, 0], frames[p, k + 1, 1], frames[p, k + 1, 2]
+                axes[k, a] = R[a, 0] * f0 + R[a, 1] * f1 + R[a, 2] * f2
         for c in range(4):  # the cover's box in the plane, corner by corner round it
             su = boxes[p, 1] if c == 1 or c == 2 else boxes[p, 0]
             sv = boxes[p, 3] if c >= 2 else boxes[p, 2]
@@ -429,19 +445,18 @@ def draw_patches(
         nu, nv, scale = dims[p, 0], dims[p, 1], SUBTEXELS / sides[p]  # sub-texels per metre
         a_origin, b_origin = (ax * ox + ay * oy + az * oz) * scale, (bx * ox + by * oy + bz * oz) * scale
         base, word_base, words = offsets[p], word_offsets[p], dims[p, 2]
+        _row_spans(outline, kept, i0, i1, width, spans)
         for i in range(i0, i1 + 1):
-            j0, j1 = _row_span(outline, kept, float(i), width)
-            if j0 > j1 or covered(depth, i, i, j0, j1, zmin):
-                continue
+            j0, j1 = spans[i - i0, 0], spans[i - i0, 1]
             dy = (i - cy) / fy
             a_row, b_row = ay * dy + az, by * dy + bz
             for j in range(j0, j1 + 1):
+                current = depth[i, j]
+                if current != 0.0 and current < zmin:  # nearer than all of the cover: hidden
+                    continue
                 dx = (j - cx - skew * dy) / fx
                 zt = ray_plane_depth(nx, ny, nz, plane, dx, dy, min_cos, min_depth, max_depth)
-                if zt == 0.0:
-                    continue
-                current = depth[i, j]
-                if current != 0.0 and zt >= current:
+                if zt == 0.0 or (current != 0.0 and zt >= current):
                     continue
                 u = zt * scale * (ax * dx + a_row) - a_origin
                 v = zt * scale * (bx * dx + b_row) - b_origin

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .planar_patches import build_cell_patches, draw_patches
+from .planar_patches import build_cell_patches, draw_patches, draw_scratch
 from .surface_kernels import covered, normal_about, ray_plane_depth
 
 NO_NORMAL = 0.0  # a zero normal: no reliable plane (edges, clutter); the disc then faces the camera
@@ -484,13 +484,15 @@ def _frustum_planes(K: np.ndarray, shape: tuple) -> np.ndarray:
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _sphere_in_view(
-    lo: np.ndarray, hi: np.ndarray, R: np.ndarray, t: np.ndarray, planes: np.ndarray, min_depth: float,
-    max_depth: float,
+    lo: np.ndarray, hi: np.ndarray, box: int, R: np.ndarray, t: np.ndarray, planes: np.ndarray,
+    min_depth: float, max_depth: float,
 ) -> bool:  # fmt: skip
-    """False when the sphere around box lo..hi lies wholly outside a frustum plane or the
-    depth range: a cheap test that spares most cells of a window the exact one (_box_in_view)."""
-    cx, cy, cz = (lo[0] + hi[0]) / 2.0, (lo[1] + hi[1]) / 2.0, (lo[2] + hi[2]) / 2.0
-    radius = np.sqrt((hi[0] - lo[0]) ** 2 + (hi[1] - lo[1]) ** 2 + (hi[2] - lo[2]) ** 2) / 2.0
+    """False when the sphere around box lo[box]..hi[box] lies wholly outside a frustum plane or
+    the depth range: a cheap test that spares most cells of a window the exact one (_box_in_view)."""
+    cx, cy = (lo[box, 0] + hi[box, 0]) / 2.0, (lo[box, 1] + hi[box, 1]) / 2.0
+    cz = (lo[box, 2] + hi[box, 2]) / 2.0
+    dx, dy, dz = hi[box, 0] - lo[box, 0], hi[box, 1] - lo[box, 1], hi[box, 2] - lo[box, 2]
+    radius = np.sqrt(dx**2 + dy**2 + dz**2) / 2.0
     x = R[0, 0] * cx + R[0, 1] * cy + R[0, 2] * cz + t[0]
     y = R[1, 0] * cx + R[1, 1] * cy + R[1, 2] * cz + t[1]
     z = R[2, 0] * cx + R[2, 1] * cy + R[2, 2] * cz + t[2]
@@ -506,6 +508,7 @@ def _sphere_in_view(
 def _box_in_view(
     lo: np.ndarray,
     hi: np.ndarray,
+    box: int,
     grow: float,
     R: np.ndarray,
     t: np.ndarray,
@@ -513,23 +516,24 @@ def _box_in_view(
     shape: tuple,
     min_depth: float,
     max_depth: float,
-    corner: np.ndarray,
-    rect: np.ndarray,
-) -> float:
-    """Nearest corner depth of the box lo..hi grown by `grow`, or inf when the box lies wholly
-    outside the camera's frustum or depth range. Writes the box's pixel bounds (i0, i1, j0, j1)
-    into rect, or -1s when a corner is nearer than min_depth (the projection does not bound it)."""
+) -> tuple[float, int, int, int, int]:
+    """Nearest corner depth of the box lo[box]..hi[box] grown by `grow`, or inf when the box
+    lies wholly outside the camera's frustum or depth range, then the box's pixel bounds (i0,
+    i1, j0, j1), or -1s when a corner is nearer than min_depth (the projection does not bound
+    it). This runs for every cell and block of every frame, so it takes no array it writes
+    and no row views: each cost reference-count updates per call."""
     height, width = shape
     fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
     # frustum planes through the camera centre, with pixel edges at -0.5 and size - 0.5
     out_left = out_right = out_top = out_bottom = out_near = out_far = True
     zmin, umin, umax, vmin, vmax = np.inf, np.inf, -np.inf, np.inf, -np.inf
     for c in range(8):
-        for a in range(3):
-            corner[a] = np.float64(hi[a]) + grow if (c >> a) & 1 else np.float64(lo[a]) - grow
-        x = R[0, 0] * corner[0] + R[0, 1] * corner[1] + R[0, 2] * corner[2] + t[0]
-        y = R[1, 0] * corner[0] + R[1, 1] * corner[1] + R[1, 2] * corner[2] + t[1]
-        z = R[2, 0] * corner[0] + R[2, 1] * corner[1] + R[2, 2] * corner[2] + t[2]
+        px = np.float64(hi[box, 0]) + grow if c & 1 else np.float64(lo[box, 0]) - grow
+        py = np.float64(hi[box, 1]) + grow if (c >> 1) & 1 else np.float64(lo[box, 1]) - grow
+        pz = np.float64(hi[box, 2]) + grow if (c >> 2) & 1 else np.float64(lo[box, 2]) - grow
+        x = R[0, 0] * px + R[0, 1] * py + R[0, 2] * pz + t[0]
+        y = R[1, 0] * px + R[1, 1] * py + R[1, 2] * pz + t[1]
+        z = R[2, 0] * px + R[2, 1] * py + R[2, 2] * pz + t[2]
         out_left &= fx * x + skew * y + (cx + 0.5) * z < 0.0
         out_right &= (width - 0.5 - cx) * z - fx * x - skew * y < 0.0
         out_top &= fy * y + (cy + 0.5) * z < 0.0
@@ -541,30 +545,29 @@ def _box_in_view(
             u, v = (fx * x + skew * y) / z + cx, fy * y / z + cy
             umin, umax, vmin, vmax = min(umin, u), max(umax, u), min(vmin, v), max(vmax, v)
     if out_left or out_right or out_top or out_bottom or out_near or out_far:
-        return np.inf
-    rect[:] = -1
+        return np.inf, -1, -1, -1, -1
+    i0 = i1 = j0 = j1 = -1
     if zmin > min_depth:  # every corner in front: the projected corners bound the box
         # pixel centres (integer coordinates) inside those bounds, with a hair of margin
-        rect[0] = max(0, int(np.ceil(vmin - RECT_MARGIN)))
-        rect[1] = min(height - 1, int(np.floor(vmax + RECT_MARGIN)))
-        rect[2] = max(0, int(np.ceil(umin - RECT_MARGIN)))
-        rect[3] = min(width - 1, int(np.floor(umax + RECT_MARGIN)))
-        if rect[0] > rect[1] or rect[2] > rect[3]:
-            return np.inf  # between pixel centres: no ray meets it
-    return zmin
+        i0, i1 = max(0, int(np.ceil(vmin - RECT_MARGIN))), min(height - 1, int(np.floor(vmax + RECT_MARGIN)))
+        j0, j1 = max(0, int(np.ceil(umin - RECT_MARGIN))), min(width - 1, int(np.floor(umax + RECT_MARGIN)))
+        if i0 > i1 or j0 > j1:
+            return np.inf, i0, i1, j0, j1  # between pixel centres: no ray meets it
+    return zmin, i0, i1, j0, j1
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _footprint(
-    n: int, r: float, points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray, depth: np.ndarray,
-    min_depth: float, max_depth: float, max_footprint: float, max_read: int,
+    n: int, r: float, points: np.ndarray, R: np.ndarray, t: np.ndarray, K: np.ndarray, shape: tuple,
+    min_depth: float, max_depth: float, max_footprint: float,
 ) -> tuple:  # fmt: skip
-    """Camera coordinates of point n and the pixel bounds (i0, i1, j0, j1) whose centres a disc
-    of radius r there may cover; i0 > i1 when it can win no pixel: its nearest point lies
-    beyond max_depth, no pixel centre falls in its footprint, or every pixel there already
-    holds something nearer than its nearest point (checked only where the footprint has at
-    most max_read pixels). Discs reaching nearer than min_depth are not judged (i0 = -1)."""
-    height, width = depth.shape
+    """Camera coordinates of point n and the pixel bounds (i0, i1, j0, j1) of an image of
+    `shape` whose centres a disc of radius r there may cover; i0 > i1 when it can win no pixel:
+    its nearest point (z - r) lies beyond max_depth or no pixel centre falls in its footprint.
+    Discs reaching nearer than min_depth are not judged (i0 = -1). Callers test the pixels
+    themselves (covered): given the z-buffer, this function's several returns cost a
+    reference-count update of it per disc, an eighth of the rendering time."""
+    height, width = shape
     fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
     px, py, pz = np.float64(points[n, 0]), np.float64(points[n, 1]), np.float64(points[n, 2])
     x = R[0, 0] * px + R[0, 1] * py + R[0, 2] * pz + t[0]
@@ -584,9 +587,7 @@ def _footprint(
     j0, j1 = max(0, int(np.ceil(u - ru))), min(width - 1, int(np.floor(u + ru)))
     if i0 > i1 or j0 > j1:
         return x, y, z, 1, 0, 1, 0
-    if (i1 - i0 + 1) * (j1 - j0 + 1) > max_read or not covered(depth, i0, i1, j0, j1, nearest):
-        return x, y, z, i0, i1, j0, j1
-    return x, y, z, 1, 0, 1, 0  # hidden
+    return x, y, z, i0, i1, j0, j1
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -649,12 +650,16 @@ def _fit_visible(
     for n in range(first, last):
         if radii[n] != UNFITTED:
             continue
-        view = _footprint(
-            n, radius_bound, points, R, t, K, depth, min_depth, max_depth, max_footprint, PRETEST_PIXELS
+        x, y, z, i0, i1, j0, j1 = _footprint(
+            n, radius_bound, points, R, t, K, depth.shape, min_depth, max_depth, max_footprint
         )
-        if view[3] <= view[4]:
-            targets[count] = n
-            count += 1
+        if i0 > i1:
+            continue
+        if i0 >= 0 and (i1 - i0 + 1) * (j1 - j0 + 1) <= PRETEST_PIXELS:
+            if covered(depth, i0, i1, j0, j1, z - radius_bound):
+                continue
+        targets[count] = n
+        count += 1
     if count:
         fit_surfels(targets[:count], fine_index, fine, fit, normals, radii)
         for c in range(count):
@@ -662,7 +667,7 @@ def _fit_visible(
     return count, largest
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _draw_discs(
     first: int,
     last: int,
@@ -687,13 +692,15 @@ def _draw_discs(
     winner_offset + the disc's id. A disc that can win no pixel (_footprint) is dropped
     before its normal is read."""
     fx, skew, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
+    shape = depth.shape
     for n in range(first, last):
         if radii[n] <= 0.0:  # isolated, or not fitted (no frame has shown it yet)
             continue
         r = max(np.float64(radii[n]), level_size)
-        view = _footprint(n, r, points, R, t, K, depth, min_depth, max_depth, max_footprint, depth.size)
-        x, y, z, i0, i1, j0, j1 = view
-        if i0 < 0 or i0 > i1:  # reaches nearer than min_depth, or can win no pixel
+        x, y, z, i0, i1, j0, j1 = _footprint(
+            n, r, points, R, t, K, shape, min_depth, max_depth, max_footprint
+        )
+        if i0 < 0 or i0 > i1 or covered(depth, i0, i1, j0, j1, z - r):  # too near, or wins no pixel
             continue
         qx, qy, qz = np.float64(normals[n, 0]), np.float64(normals[n, 1]), np.float64(normals[n, 2])
         if qx == NO_NORMAL and qy == NO_NORMAL and qz == NO_NORMAL:
@@ -780,7 +787,6 @@ def splat_surfels(
     R = np.ascontiguousarray(cam_from_world[:3, :3])
     t = np.ascontiguousarray(cam_from_world[:3, 3])
     shape = depth.shape
-    corner = np.empty(3)
     n_cells = cell_starts.shape[0] - 1
     # the cells in view, their nearest corner depths and pixel bounds (i0, i1, j0, j1; -1: unbounded)
     in_view = np.empty(n_cells, dtype=np.int64)
@@ -789,14 +795,14 @@ def splat_surfels(
     planes = _frustum_planes(K, shape)
     seen = 0
     for cell in range(n_cells):
-        if _sphere_in_view(cell_lo[cell], cell_hi[cell], R, t, planes, min_depth, max_depth):
-            near[seen] = _box_in_view(
-                cell_lo[cell], cell_hi[cell], 0.0, R, t, K, shape, min_depth, max_depth, corner, rect[seen]
+        if _sphere_in_view(cell_lo, cell_hi, cell, R, t, planes, min_depth, max_depth):
+            near[seen], rect[seen, 0], rect[seen, 1], rect[seen, 2], rect[seen, 3] = _box_in_view(
+                cell_lo, cell_hi, cell, 0.0, R, t, K, shape, min_depth, max_depth
             )
             if near[seen] < np.inf:
                 in_view[seen] = cell
                 seen += 1
-    block_rect = np.empty(4, dtype=np.int64)
+    patch_scratch = draw_scratch(shape[0])
     targets = np.empty(BLOCK_POINTS, dtype=np.int64)
     # nearest cells first, so nearer surfaces are drawn before the cells they may hide entirely
     pixel = max(K[0, 0], K[1, 1])
@@ -808,12 +814,13 @@ def splat_surfels(
         level = 0
         while level + 1 < level_sizes.shape[0] and level_sizes[level + 1] * pixel <= lod_pixels * near[at]:
             level += 1
-        if not patches[9][cell]:
-            build_cell_patches(cell, fine, patches)
-        draw_patches(
-            patch_first[cell], patch_first[cell + 1], patches, R, t, K, depth, winner, winner_offset,
-            min_depth, max_depth, min_cos,
-        )  # fmt: skip
+        if patch_first[cell] < patch_first[cell + 1]:  # a call costs a dozen reference-count updates
+            if not patches[9][cell]:
+                build_cell_patches(cell, fine, patches)
+            draw_patches(
+                patch_first[cell], patch_first[cell + 1], patches, R, t, K, depth, winner, winner_offset,
+                min_depth, max_depth, min_cos, patch_scratch,
+            )  # fmt: skip
         first, end = cell_starts[cell], level_ends[cell, level]
         for block in range(block_first[cell], block_first[cell + 1]):
             b0 = first + (block - block_first[cell]) * BLOCK_POINTS
@@ -823,9 +830,9 @@ def splat_surfels(
             grow = max(np.float64(block_rmax[block]), level_sizes[level])
             if block_unfitted[block]:
                 grow = max(grow, radius_bound)
-            lo, hi = block_lo[block], block_hi[block]
-            zmin = _box_in_view(lo, hi, grow, R, t, K, shape, min_depth, max_depth, corner, block_rect)
-            i0, i1, j0, j1 = block_rect[0], block_rect[1], block_rect[2], block_rect[3]
+            zmin, i0, i1, j0, j1 = _box_in_view(
+                block_lo, block_hi, block, grow, R, t, K, shape, min_depth, max_depth
+            )
             if zmin == np.inf or (i0 >= 0 and covered(depth, i0, i1, j0, j1, zmin)):
                 continue
             if block_unfitted[block]:
