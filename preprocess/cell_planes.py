@@ -205,6 +205,19 @@ def continuations(
 
 
 @nb.njit(cache=True, nogil=True)
+def _ranked(values: np.ndarray, rank: int) -> float:
+    """The rank-th smallest of a few values (sorted in place by insertion): np.sort's
+    quicksort, called once per plane, spent more on reference counts than on sorting."""
+    for k in range(1, values.shape[0]):
+        value, at = values[k], k
+        while at > 0 and values[at - 1] > value:
+            values[at] = values[at - 1]
+            at -= 1
+        values[at] = value
+    return values[rank]
+
+
+@nb.njit(cache=True, nogil=True)
 def patch_reach(
     fine: tuple, plane_of: np.ndarray, plane_cell: np.ndarray, neighbours: int, scale: float
 ) -> np.ndarray:
@@ -223,8 +236,14 @@ def patch_reach(
     reach = np.zeros(n_planes)
     near = np.empty(neighbours)
     found = np.empty(REACH_SAMPLES)
-    members = np.empty(0, dtype=np.int64)  # the cell's plane points, grouped by plane
-    keys = np.empty(0, dtype=np.int64)  # their fine cells' keys within the coarse cell
+    # sized once for the largest cell: arrays reassigned in the loop cost reference-count
+    # updates on every pass of the loops inside it
+    largest = 0
+    for p in range(n_planes):
+        cell = plane_cell[p]
+        largest = max(largest, cell_starts[rows[cell, per_cell]] - cell_starts[rows[cell, 0]])
+    members = np.empty(largest, dtype=np.int64)  # the cell's plane points, grouped by plane
+    keys = np.empty(largest, dtype=np.int64)  # their fine cells' keys within the coarse cell
     bounds = np.zeros(MAX_PLANES_PER_CELL + 1, dtype=np.int64)  # each plane's run in members
     cursor = np.empty(MAX_PLANES_PER_CELL, dtype=np.int64)
     cell_first = 0  # the cell's first plane
@@ -233,9 +252,6 @@ def patch_reach(
         if p == 0 or plane_cell[p] != plane_cell[p - 1]:  # a new cell: one pass over its points
             cell_first, first_cell, last_cell = p, rows[plane_cell[p], 0], rows[plane_cell[p], per_cell]
             first, last = cell_starts[first_cell], cell_starts[last_cell]
-            if members.shape[0] < last - first:
-                members = np.empty(last - first, dtype=np.int64)
-                keys = np.empty(last - first, dtype=np.int64)
             bounds[:] = 0
             for m in range(first, last):
                 if plane_of[m] >= 0:
@@ -254,19 +270,19 @@ def patch_reach(
         use = min(neighbours, count - 1)
         if use < 1:
             continue
-        mine = keys[start : start + count]  # sorted: the fine grid's order
+        end = start + count  # keys[start:end], the plane's, are sorted: the fine grid's order
         for s in range(REACH_SAMPLES):
             sample = start + (2 * s + 1) * count // (2 * REACH_SAMPLES)
             n, key = members[sample], keys[sample]
             lx, ly, lz = key // (per_cell * per_cell), key // per_cell % per_cell, key % per_cell
             near[:] = cap  # a point farther off counts as at the cap, as does none (see below)
-            at = 0  # the rows below are searched in increasing key order
+            at = start  # the rows below are searched in increasing key order
             for jx in range(max(lx - 1, 0), min(lx + 1, per_cell - 1) + 1):
                 for jy in range(max(ly - REACH_WINDOW, 0), min(ly + REACH_WINDOW, per_cell - 1) + 1):
                     row = (jx * per_cell + jy) * per_cell
-                    low = search_from(mine, row + max(lz - REACH_WINDOW, 0), at, count, False)
-                    at = search_from(mine, row + min(lz + REACH_WINDOW, per_cell - 1), low, count, True)
-                    for c in range(start + low, start + at):
+                    low = search_from(keys, row + max(lz - REACH_WINDOW, 0), at, end, False)
+                    at = search_from(keys, row + min(lz + REACH_WINDOW, per_cell - 1), low, end, True)
+                    for c in range(low, at):
                         m = members[c]
                         if m == n:
                             continue
@@ -285,5 +301,5 @@ def patch_reach(
             for slot in range(use):
                 total += np.sqrt(near[slot])
             found[s] = scale * total / use
-        reach[p] = np.sort(found)[REACH_RANK]
+        reach[p] = _ranked(found, REACH_RANK)
     return reach

@@ -91,7 +91,7 @@ def build_cell_patches(cell: int, fine: tuple, patches: tuple) -> None:
         p = plane_of[m]
         if p < 0:
             continue
-        u, v = _in_plane(points, m, frames[p])
+        u, v = _in_plane(points, m, frames, p)
         su, sv = int(u * SUBTEXELS / sides[p]), int(v * SUBTEXELS / sides[p])
         bits[word_offsets[p] + su * dims[p, 2] + sv // 64] |= np.uint64(1) << np.uint64(sv % 64)
         at = texel_offsets[p] + (su // SUBTEXELS) * dims[p, 1] + sv // SUBTEXELS
@@ -140,7 +140,7 @@ def _grid_layout(points: np.ndarray, plane_of: np.ndarray, frames: np.ndarray, r
     for m in range(points.shape[0]):
         p = plane_of[m]
         if p >= 0:
-            u, v = _in_plane(points, m, frames[p])
+            u, v = _in_plane(points, m, frames, p)
             lo[p, 0], hi[p, 0] = min(lo[p, 0], u), max(hi[p, 0], u)
             lo[p, 1], hi[p, 1] = min(lo[p, 1], v), max(hi[p, 1], v)
     dims = np.zeros((n_planes, 3), dtype=np.int64)
@@ -188,17 +188,13 @@ def _cover_box(grid: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _shift_word(row: np.ndarray, w: int, k: int) -> np.uint64:
-    """Word w of a bit row moved k columns (k > 0: towards higher columns, 0 < |k| < 64)."""
+def _shift_word(before: np.uint64, word: np.uint64, after: np.uint64, k: int) -> np.uint64:
+    """A word of a bit row moved k columns (k > 0: towards higher columns, 0 < |k| < 64), given
+    the words before and after it (0 past the row's ends). Words, not the row: an array
+    handed to an inlined helper cost reference-count updates per word in _dilate."""
     if k > 0:
-        word = row[w] << np.uint64(k)
-        if w > 0:
-            word |= row[w - 1] >> np.uint64(64 - k)
-    else:
-        word = row[w] >> np.uint64(-k)
-        if w + 1 < row.shape[0]:
-            word |= row[w + 1] << np.uint64(64 + k)
-    return word
+        return (word << np.uint64(k)) | (before >> np.uint64(64 - k))
+    return (word >> np.uint64(-k)) | (after << np.uint64(64 + k))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -209,9 +205,10 @@ def _dilate(seeds: np.ndarray, out: np.ndarray, r: float, columns: int, work: np
     rows, words = seeds.shape
     reach = int(np.floor(r))
     out[:] = 0
-    widened, wider = work[0], work[1]
-    widened[:] = seeds
-    half = 0
+    # work[now]: the seeds widened by `half` columns either way; work[1 - now] takes the next
+    # width (indexed, not swapped as two views: swapping cost reference-count updates per word)
+    now, half = 0, 0
+    work[now] = seeds
     keep = np.uint64(0xFFFFFFFFFFFFFFFF) >> np.uint64((64 - columns % 64) % 64)  # the last word's columns
     for du in range(reach, -1, -1):  # chords grow towards the centre row
         chord = int(np.floor(np.sqrt(max(0.0, r * r - du * du))))
@@ -219,16 +216,18 @@ def _dilate(seeds: np.ndarray, out: np.ndarray, r: float, columns: int, work: np
             half += 1
             for su in range(rows):
                 for w in range(words):
-                    wider[su, w] = (
-                        widened[su, w] | _shift_word(seeds[su], w, half) | _shift_word(seeds[su], w, -half)
-                    )
-                wider[su, words - 1] &= keep
-            widened, wider = wider, widened
+                    before = seeds[su, w - 1] if w > 0 else np.uint64(0)
+                    after = seeds[su, w + 1] if w + 1 < words else np.uint64(0)
+                    word = seeds[su, w]
+                    wider = _shift_word(before, word, after, half) | _shift_word(before, word, after, -half)
+                    work[1 - now, su, w] = work[now, su, w] | wider
+                work[1 - now, su, words - 1] &= keep
+            now = 1 - now
         for su in range(rows):
             for source in (su - du, su + du):  # the centre row (du 0) twice: OR is idempotent
                 if 0 <= source < rows:
                     for w in range(words):
-                        out[su, w] |= widened[source, w]
+                        out[su, w] |= work[now, source, w]
 
 
 @nb.njit(cache=True, nogil=True)
@@ -303,13 +302,14 @@ def _inside_run(
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _in_plane(points: np.ndarray, m: int, frame: np.ndarray) -> tuple[float, float]:
-    """Point m's coordinates along the axes of a patch frame (origin, a, b, normal)."""
-    dx = np.float64(points[m, 0]) - frame[0, 0]
-    dy = np.float64(points[m, 1]) - frame[0, 1]
-    dz = np.float64(points[m, 2]) - frame[0, 2]
-    along_a = dx * frame[1, 0] + dy * frame[1, 1] + dz * frame[1, 2]
-    along_b = dx * frame[2, 0] + dy * frame[2, 1] + dz * frame[2, 2]
+def _in_plane(points: np.ndarray, m: int, frames: np.ndarray, p: int) -> tuple[float, float]:
+    """Point m's coordinates along the axes of patch p's frame (origin, a, b, normal); the
+    frame by index, not as a view (a view costs two reference-count updates, per point here)."""
+    dx = np.float64(points[m, 0]) - frames[p, 0, 0]
+    dy = np.float64(points[m, 1]) - frames[p, 0, 1]
+    dz = np.float64(points[m, 2]) - frames[p, 0, 2]
+    along_a = dx * frames[p, 1, 0] + dy * frames[p, 1, 1] + dz * frames[p, 1, 2]
+    along_b = dx * frames[p, 2, 0] + dy * frames[p, 2, 1] + dz * frames[p, 2, 2]
     return along_a, along_b
 
 

@@ -224,10 +224,12 @@ def group_by_key(keys: np.ndarray, bound: int, counting_limit: int) -> tuple:
     return order, distinct, starts
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@nb.njit(cache=True, nogil=True)
 def search_from(keys: np.ndarray, value: int, lo: int, hi: int, right: bool) -> int:
     """np.searchsorted(keys[lo:hi], value, side) + lo, galloping forward from lo before
-    bisecting: the wanted cell is usually a few places on, where the previous search ended."""
+    bisecting: the wanted cell is usually a few places on, where the previous search ended.
+    Not inlined by Numba (LLVM inlines it): Numba's inlining cost reference-count updates of
+    `keys` per call in large callers."""
     step, end = 1, lo
     while end < hi and (keys[end] <= value if right else keys[end] < value):
         lo, end = end + 1, end + 1 + step
